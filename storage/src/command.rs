@@ -1,0 +1,109 @@
+//! Commands: the typed requests that are proposed through raft and replicated in its log.
+//!
+//! A command says what a user asked for; it is not yet a fact. The state machine runs
+//! [`crate::decide::decide`] on each committed command to turn it into events or a rejection.
+//! Everything apply needs that is not in the projections (the time, a fresh session id, a
+//! password hash) is carried inside the command, stamped before it is proposed, so that every
+//! node and every replay reaches the same decision.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// A command as it travels through the raft log.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+pub struct Command {
+    /// Milliseconds since the Unix epoch, stamped by the leader when it proposes the command.
+    pub ts: u64,
+    pub kind: CommandKind,
+}
+
+/// Role of a group member.
+#[derive(
+    Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    /// Owners and admins moderate a group.
+    pub fn is_moderator(&self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+}
+
+/// Every change a client can ask for.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+pub enum CommandKind {
+    /// Create an account. The argon2id hash is computed before proposing (off the raft path).
+    Register { user_id: String, display_name: String, password_hash: String },
+    /// Record a login; the session id is random, chosen by the node that checked the password.
+    CreateSession { user_id: String, session_id: String, device: String, expires_at: u64 },
+    /// Log out or revoke a device's session.
+    RevokeSession { user_id: String, session_id: String },
+    FriendRequest { from: String, to: String, note: String },
+    AcceptFriend { user_id: String, from: String },
+    RejectFriend { user_id: String, from: String },
+    RemoveFriend { user_id: String, other: String },
+    Block { user_id: String, target: String },
+    Unblock { user_id: String, target: String },
+    Send {
+        sender: String,
+        conversation_id: String,
+        client_msg_id: String,
+        body: String,
+        reply_to: Option<u64>,
+        /// Largest body accepted, from the proposing node's configuration.
+        max_body_bytes: u64,
+    },
+    Read { user_id: String, conversation_id: String, seq: u64 },
+    Revoke { user_id: String, conversation_id: String, seq: u64 },
+    CreateGroup { owner: String, name: String, members: Vec<String>, max_members: u64 },
+    UpdateGroup { actor: String, group_id: u64, name: Option<String>, mute_all: Option<bool> },
+    AddMembers { actor: String, group_id: u64, user_ids: Vec<String>, max_members: u64 },
+    Kick { actor: String, group_id: u64, user_id: String },
+    Leave { user_id: String, group_id: u64 },
+    SetRole { actor: String, group_id: u64, user_id: String, role: Role },
+    Transfer { actor: String, group_id: u64, to: String },
+    Mute { actor: String, group_id: u64, user_id: String, until_ms: u64 },
+    Dismiss { actor: String, group_id: u64 },
+}
+
+impl CommandKind {
+    /// A short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CommandKind::Register { .. } => "register",
+            CommandKind::CreateSession { .. } => "create_session",
+            CommandKind::RevokeSession { .. } => "revoke_session",
+            CommandKind::FriendRequest { .. } => "friend_request",
+            CommandKind::AcceptFriend { .. } => "accept_friend",
+            CommandKind::RejectFriend { .. } => "reject_friend",
+            CommandKind::RemoveFriend { .. } => "remove_friend",
+            CommandKind::Block { .. } => "block",
+            CommandKind::Unblock { .. } => "unblock",
+            CommandKind::Send { .. } => "send",
+            CommandKind::Read { .. } => "read",
+            CommandKind::Revoke { .. } => "revoke",
+            CommandKind::CreateGroup { .. } => "create_group",
+            CommandKind::UpdateGroup { .. } => "update_group",
+            CommandKind::AddMembers { .. } => "add_members",
+            CommandKind::Kick { .. } => "kick",
+            CommandKind::Leave { .. } => "leave",
+            CommandKind::SetRole { .. } => "set_role",
+            CommandKind::Transfer { .. } => "transfer",
+            CommandKind::Mute { .. } => "mute",
+            CommandKind::Dismiss { .. } => "dismiss",
+        }
+    }
+}
