@@ -23,11 +23,8 @@ pub const OPEN: u64 = u64::MAX;
 pub(crate) fn apply(tx: &mut Tx, cursor: u64, ts: u64, event: &Event) -> Result<Audience, StoreError> {
     let aud = match event {
         Event::UserRegistered { user_id, display_name, password_hash } => {
-            let rec = UserRecord {
-                display_name: display_name.clone(),
-                password_hash: password_hash.clone(),
-                created_at: ts,
-            };
+            let rec =
+                UserRecord { display_name: display_name.clone(), password_hash: password_hash.clone(), created_at: ts };
             tx.put_rec(Tree::UserIdUser, user_id.as_bytes().to_vec(), &rec);
             Audience::default()
         }

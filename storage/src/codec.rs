@@ -24,17 +24,14 @@ where
     // Serialising into a growable in-memory buffer has no failure mode for our types (no
     // external resources, no size limits), so an error here is a programming bug.
     #[allow(clippy::expect_used)]
-    rkyv::to_bytes::<rancor::Error>(value)
-        .expect("rkyv serialisation into memory cannot fail")
-        .into_vec()
+    rkyv::to_bytes::<rancor::Error>(value).expect("rkyv serialisation into memory cannot fail").into_vec()
 }
 
 /// Decodes and validates rkyv bytes read back from storage or the network.
 pub fn decode<T>(bytes: &[u8]) -> Result<T, CodecError>
 where
     T: Archive,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
-        + Deserialize<T, HighDeserializer<rancor::Error>>,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>> + Deserialize<T, HighDeserializer<rancor::Error>>,
 {
     let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
     aligned.extend_from_slice(bytes);

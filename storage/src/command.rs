@@ -17,9 +17,7 @@ pub struct Command {
 }
 
 /// Role of a group member.
-#[derive(
-    Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq,
-)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Owner,
@@ -46,17 +44,48 @@ impl Role {
 #[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub enum CommandKind {
     /// Create an account. The argon2id hash is computed before proposing (off the raft path).
-    Register { user_id: String, display_name: String, password_hash: String },
+    Register {
+        user_id: String,
+        display_name: String,
+        password_hash: String,
+    },
     /// Record a login; the session id is random, chosen by the node that checked the password.
-    CreateSession { user_id: String, session_id: String, device: String, expires_at: u64 },
+    CreateSession {
+        user_id: String,
+        session_id: String,
+        device: String,
+        expires_at: u64,
+    },
     /// Log out or revoke a device's session.
-    RevokeSession { user_id: String, session_id: String },
-    FriendRequest { from: String, to: String, note: String },
-    AcceptFriend { user_id: String, from: String },
-    RejectFriend { user_id: String, from: String },
-    RemoveFriend { user_id: String, other: String },
-    Block { user_id: String, target: String },
-    Unblock { user_id: String, target: String },
+    RevokeSession {
+        user_id: String,
+        session_id: String,
+    },
+    FriendRequest {
+        from: String,
+        to: String,
+        note: String,
+    },
+    AcceptFriend {
+        user_id: String,
+        from: String,
+    },
+    RejectFriend {
+        user_id: String,
+        from: String,
+    },
+    RemoveFriend {
+        user_id: String,
+        other: String,
+    },
+    Block {
+        user_id: String,
+        target: String,
+    },
+    Unblock {
+        user_id: String,
+        target: String,
+    },
     Send {
         sender: String,
         conversation_id: String,
@@ -66,17 +95,64 @@ pub enum CommandKind {
         /// Largest body accepted, from the proposing node's configuration.
         max_body_bytes: u64,
     },
-    Read { user_id: String, conversation_id: String, seq: u64 },
-    Revoke { user_id: String, conversation_id: String, seq: u64 },
-    CreateGroup { owner: String, name: String, members: Vec<String>, max_members: u64 },
-    UpdateGroup { actor: String, group_id: u64, name: Option<String>, mute_all: Option<bool> },
-    AddMembers { actor: String, group_id: u64, user_ids: Vec<String>, max_members: u64 },
-    Kick { actor: String, group_id: u64, user_id: String },
-    Leave { user_id: String, group_id: u64 },
-    SetRole { actor: String, group_id: u64, user_id: String, role: Role },
-    Transfer { actor: String, group_id: u64, to: String },
-    Mute { actor: String, group_id: u64, user_id: String, until_ms: u64 },
-    Dismiss { actor: String, group_id: u64 },
+    Read {
+        user_id: String,
+        conversation_id: String,
+        seq: u64,
+    },
+    Revoke {
+        user_id: String,
+        conversation_id: String,
+        seq: u64,
+    },
+    CreateGroup {
+        owner: String,
+        name: String,
+        members: Vec<String>,
+        max_members: u64,
+    },
+    UpdateGroup {
+        actor: String,
+        group_id: u64,
+        name: Option<String>,
+        mute_all: Option<bool>,
+    },
+    AddMembers {
+        actor: String,
+        group_id: u64,
+        user_ids: Vec<String>,
+        max_members: u64,
+    },
+    Kick {
+        actor: String,
+        group_id: u64,
+        user_id: String,
+    },
+    Leave {
+        user_id: String,
+        group_id: u64,
+    },
+    SetRole {
+        actor: String,
+        group_id: u64,
+        user_id: String,
+        role: Role,
+    },
+    Transfer {
+        actor: String,
+        group_id: u64,
+        to: String,
+    },
+    Mute {
+        actor: String,
+        group_id: u64,
+        user_id: String,
+        until_ms: u64,
+    },
+    Dismiss {
+        actor: String,
+        group_id: u64,
+    },
 }
 
 impl CommandKind {

@@ -121,7 +121,9 @@ pub fn decide(tx: &Tx, cmd: &Command) -> Decided {
                 // They already asked us: a mutual request makes friends at once.
                 return events(vec![friend_added(from, to)]);
             }
-            if let Some(existing) = tx.get_rec::<FriendRequestRecord>(Tree::FromToFriendRequest, &keys::pair(from, to))? {
+            if let Some(existing) =
+                tx.get_rec::<FriendRequestRecord>(Tree::FromToFriendRequest, &keys::pair(from, to))?
+            {
                 return Ok(Decision::Unchanged(Reply::FriendRequest {
                     from: from.clone(),
                     to: to.clone(),
@@ -404,7 +406,8 @@ pub fn decide(tx: &Tx, cmd: &Command) -> Decided {
             let conv_id = ConversationId::Group(*group_id).to_string();
             let target = member_record(tx, &conv_id, user_id)?
                 .ok_or_else(|| Rejection::NotFound(format!("{user_id} is not a member")))?;
-            if target.role == Role::Owner || (me.role == Role::Admin && target.role == Role::Admin && actor != user_id) {
+            if target.role == Role::Owner || (me.role == Role::Admin && target.role == Role::Admin && actor != user_id)
+            {
                 return reject(Rejection::Forbidden("you cannot mute this member".into()));
             }
             events(vec![Event::MemberMuted { group_id: *group_id, user_id: user_id.clone(), until_ms: *until_ms }])

@@ -28,15 +28,46 @@ impl RemoveReason {
 /// discriminant is part of every stored entry and of its hash.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Event {
-    UserRegistered { user_id: String, display_name: String, password_hash: String },
-    SessionCreated { user_id: String, session_id: String, device: String, expires_at: u64 },
-    SessionRevoked { user_id: String, session_id: String },
-    FriendRequested { from: String, to: String, note: String },
-    FriendRequestRejected { from: String, to: String },
-    FriendAdded { a: String, b: String },
-    FriendRemoved { a: String, b: String },
-    Blocked { user_id: String, target: String },
-    Unblocked { user_id: String, target: String },
+    UserRegistered {
+        user_id: String,
+        display_name: String,
+        password_hash: String,
+    },
+    SessionCreated {
+        user_id: String,
+        session_id: String,
+        device: String,
+        expires_at: u64,
+    },
+    SessionRevoked {
+        user_id: String,
+        session_id: String,
+    },
+    FriendRequested {
+        from: String,
+        to: String,
+        note: String,
+    },
+    FriendRequestRejected {
+        from: String,
+        to: String,
+    },
+    FriendAdded {
+        a: String,
+        b: String,
+    },
+    FriendRemoved {
+        a: String,
+        b: String,
+    },
+    Blocked {
+        user_id: String,
+        target: String,
+    },
+    Unblocked {
+        user_id: String,
+        target: String,
+    },
     MessageSent {
         conversation_id: String,
         seq: u64,
@@ -45,16 +76,57 @@ pub enum Event {
         client_msg_id: String,
         reply_to: Option<u64>,
     },
-    MessageRevoked { conversation_id: String, seq: u64, by: String },
-    ReadMarked { conversation_id: String, user_id: String, read_seq: u64 },
-    GroupCreated { group_id: u64, name: String, owner: String, members: Vec<String> },
-    GroupUpdated { group_id: u64, name: String, mute_all: bool },
-    MembersAdded { group_id: u64, user_ids: Vec<String>, by: String },
-    MemberRemoved { group_id: u64, user_id: String, by: String, reason: RemoveReason },
-    MemberRoleSet { group_id: u64, user_id: String, role: Role },
-    MemberMuted { group_id: u64, user_id: String, until_ms: u64 },
-    OwnerTransferred { group_id: u64, from: String, to: String },
-    GroupDismissed { group_id: u64, by: String },
+    MessageRevoked {
+        conversation_id: String,
+        seq: u64,
+        by: String,
+    },
+    ReadMarked {
+        conversation_id: String,
+        user_id: String,
+        read_seq: u64,
+    },
+    GroupCreated {
+        group_id: u64,
+        name: String,
+        owner: String,
+        members: Vec<String>,
+    },
+    GroupUpdated {
+        group_id: u64,
+        name: String,
+        mute_all: bool,
+    },
+    MembersAdded {
+        group_id: u64,
+        user_ids: Vec<String>,
+        by: String,
+    },
+    MemberRemoved {
+        group_id: u64,
+        user_id: String,
+        by: String,
+        reason: RemoveReason,
+    },
+    MemberRoleSet {
+        group_id: u64,
+        user_id: String,
+        role: Role,
+    },
+    MemberMuted {
+        group_id: u64,
+        user_id: String,
+        until_ms: u64,
+    },
+    OwnerTransferred {
+        group_id: u64,
+        from: String,
+        to: String,
+    },
+    GroupDismissed {
+        group_id: u64,
+        by: String,
+    },
 }
 
 impl Event {

@@ -88,8 +88,8 @@ impl JournalRecord {
 
     /// Decodes a stored record (validated) for the entry at `cursor`.
     pub fn decode(cursor: u64, bytes: &[u8]) -> Result<Self, JournalError> {
-        let rec: JournalRecord = codec::decode(bytes)
-            .map_err(|CodecError(reason)| JournalError::Corrupt { cursor, reason })?;
+        let rec: JournalRecord =
+            codec::decode(bytes).map_err(|CodecError(reason)| JournalError::Corrupt { cursor, reason })?;
         if rec.cursor != cursor {
             return Err(JournalError::CursorMismatch { cursor, stored: rec.cursor });
         }

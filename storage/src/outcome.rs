@@ -23,10 +23,23 @@ impl Default for Outcome {
 pub enum Reply {
     Done,
     /// A sent (`created`) or already-sent (idempotent resend) or revoked message.
-    Message { message: MessageRecord, created: bool },
-    Read { read_seq: u64, unread: u64 },
-    FriendRequest { from: String, to: String, note: String, ts: u64 },
-    Group { group_id: u64 },
+    Message {
+        message: MessageRecord,
+        created: bool,
+    },
+    Read {
+        read_seq: u64,
+        unread: u64,
+    },
+    FriendRequest {
+        from: String,
+        to: String,
+        note: String,
+        ts: u64,
+    },
+    Group {
+        group_id: u64,
+    },
 }
 
 /// Who should hear about an entry live. A hint for the WebSocket hub: it may name more users

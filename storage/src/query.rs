@@ -146,7 +146,12 @@ impl Store {
     /// Messages in ascending seq within `(after_seq, before_seq)`, at most `limit`, never at or
     /// below `floor` (a group member's `joined_seq`). With only `before_seq`, the newest page
     /// before it.
-    pub fn messages(&self, conversation_id: &str, q: HistoryQuery, floor: u64) -> Result<Vec<MessageRecord>, StoreError> {
+    pub fn messages(
+        &self,
+        conversation_id: &str,
+        q: HistoryQuery,
+        floor: u64,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
         let lo = q.after_seq.unwrap_or(0).max(floor).saturating_add(1);
         let hi = q.before_seq.unwrap_or(u64::MAX);
         if lo >= hi || q.limit == 0 {
@@ -177,7 +182,8 @@ impl Store {
             };
             let Some(member) = self.member(&conv_id, user_id)? else { continue };
             let meta = self.conversation(&conv_id)?;
-            let last_message = if meta.max_seq > member.joined_seq { self.message(&conv_id, meta.max_seq)? } else { None };
+            let last_message =
+                if meta.max_seq > member.joined_seq { self.message(&conv_id, meta.max_seq)? } else { None };
             out.push(ConversationSummary { conversation_id: conv_id, conversation, meta, member, last_message });
         }
         out.sort_by(|a, b| {
@@ -266,7 +272,15 @@ impl Store {
         Ok(SyncPage { entries, cursor, more })
     }
 
-    fn feed_range(&self, t: Tree, owner: &str, lo: u64, hi: u64, take: usize, out: &mut Vec<u64>) -> Result<(), StoreError> {
+    fn feed_range(
+        &self,
+        t: Tree,
+        owner: &str,
+        lo: u64,
+        hi: u64,
+        take: usize,
+        out: &mut Vec<u64>,
+    ) -> Result<(), StoreError> {
         let range = keys::with_u64(owner, lo)..=keys::with_u64(owner, hi);
         for kv in self.tree(t).range(range).take(take) {
             let (k, _) = kv?;
@@ -300,7 +314,9 @@ impl Store {
         }
         let head = self.head()?;
         if head.cursor != v.last_cursor() || head.hash != v.head() {
-            return Err(JournalError::HeadMismatch { expected: hex::encode(head.hash), actual: hex::encode(v.head()) }.into());
+            return Err(
+                JournalError::HeadMismatch { expected: hex::encode(head.hash), actual: hex::encode(v.head()) }.into()
+            );
         }
         Ok((v.last_cursor(), v.head()))
     }

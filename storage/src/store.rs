@@ -150,8 +150,8 @@ impl Store {
     pub fn journal_raw(&self, from: u64) -> impl Iterator<Item = Result<(u64, sled::IVec), StoreError>> {
         self.tree(Tree::CursorEntry).range(keys::u64_key(from)..).map(|r| {
             let (k, v) = r?;
-            let cursor = keys::trailing_u64(&k)
-                .ok_or_else(|| StoreError::Corrupt("journal key is not a cursor".into()))?;
+            let cursor =
+                keys::trailing_u64(&k).ok_or_else(|| StoreError::Corrupt("journal key is not a cursor".into()))?;
             Ok((cursor, v))
         })
     }
@@ -316,7 +316,11 @@ impl Tx {
     pub(crate) fn put_rec<T>(&mut self, t: Tree, key: Vec<u8>, value: &T)
     where
         T: for<'a> rkyv::Serialize<
-            rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>,
+            rkyv::api::high::HighSerializer<
+                rkyv::util::AlignedVec,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
         >,
     {
         let bytes = codec::encode(value);

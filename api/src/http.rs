@@ -1,0 +1,189 @@
+//! Small warp building blocks shared by the routes: the request context (headers + query),
+//! a size-limited body that never rejects, JSON parsing into `invalid_request`, and responses
+//! that carry `Parley-Cursor`.
+//!
+//! Filters here never reject on bad input: errors travel as values to the handler, so every
+//! malformed request gets the contract's JSON error instead of warp's default.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use warp::http::{HeaderMap, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::auth::{bearer, AuthUser};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub const CURSOR_HEADER: &str = "parley-cursor";
+
+/// Headers and query string of a request.
+pub struct Req {
+    pub headers: HeaderMap,
+    pub query: HashMap<String, String>,
+    pub query_error: bool,
+}
+
+impl Req {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn bearer(&self) -> Option<&str> {
+        bearer(self.header("authorization"))
+    }
+
+    /// An optional unsigned integer query parameter.
+    pub fn u64_param(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        if self.query_error {
+            return Err(ApiError::invalid("malformed query string"));
+        }
+        match self.query.get(name) {
+            None => Ok(None),
+            Some(v) if v.is_empty() => Ok(None),
+            Some(v) => {
+                v.parse().map(Some).map_err(|_| ApiError::invalid(format!("{name} must be a non-negative integer")))
+            }
+        }
+    }
+
+    pub fn str_param(&self, name: &str) -> Option<&str> {
+        self.query.get(name).map(String::as_str)
+    }
+}
+
+/// Extracts a [`Req`]; never rejects.
+pub fn req() -> impl Filter<Extract = (Req,), Error = Infallible> + Clone {
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::header::headers_cloned().and(query).map(|headers: HeaderMap, raw: String| {
+        let (query, query_error) = match serde_urlencoded::from_str::<Vec<(String, String)>>(&raw) {
+            Ok(pairs) => (pairs.into_iter().collect(), false),
+            Err(_) => (HashMap::new(), true),
+        };
+        Req { headers, query, query_error }
+    })
+}
+
+/// Passes the shared state to handlers.
+pub fn with(state: &Arc<AppState>) -> impl Filter<Extract = (Arc<AppState>,), Error = Infallible> + Clone {
+    let s = state.clone();
+    warp::any().map(move || s.clone())
+}
+
+/// The request body, up to `limit` bytes; larger is `payload_too_large`. Never rejects.
+pub fn body(limit: u64) -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = warp::Rejection> + Clone {
+    warp::header::headers_cloned().and(warp::body::stream()).then(move |headers: HeaderMap, stream| async move {
+        let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ApiError::payload_too_large(format!("request body is larger than {limit} bytes")));
+        }
+        collect(stream, limit).await
+    })
+}
+
+async fn collect<S, B>(stream: S, limit: u64) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ApiError::invalid("could not read the request body"))?;
+        if (buf.len() + chunk.remaining()) as u64 > limit {
+            return Err(ApiError::payload_too_large(format!("request body is larger than {limit} bytes")));
+        }
+        buf.put(chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Parses a JSON body; anything malformed, mistyped or missing is `invalid_request`.
+pub fn parse<T: DeserializeOwned>(body: Result<Bytes, ApiError>) -> Result<T, ApiError> {
+    let body = body?;
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ApiError::invalid("a JSON body is required"));
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+/// Decodes a percent-encoded path segment.
+pub fn segment(raw: &str) -> Result<String, ApiError> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let v = hex
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| ApiError::invalid("bad percent-encoding in path"))?;
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ApiError::invalid("path is not UTF-8"))
+}
+
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
+    let mut resp = warp::reply::json(value).into_response();
+    *resp.status_mut() = status;
+    resp
+}
+
+/// A write's JSON answer: `cursor` in the body and the `Parley-Cursor` header.
+pub fn written(status: StatusCode, mut value: serde_json::Value, cursor: u64) -> Response {
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("cursor".into(), cursor.into());
+    }
+    with_cursor(json(status, &value), cursor)
+}
+
+/// A write's 204 answer with the `Parley-Cursor` header.
+pub fn no_content(cursor: u64) -> Response {
+    with_cursor(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response(), cursor)
+}
+
+fn with_cursor(mut resp: Response, cursor: u64) -> Response {
+    resp.headers_mut().insert(CURSOR_HEADER, HeaderValue::from(cursor));
+    resp
+}
+
+/// Runs a handler and turns its error into the contract's JSON error; counts the answer.
+pub async fn respond(state: Arc<AppState>, fut: impl Future<Output = Result<Response, ApiError>>) -> Response {
+    let resp = match fut.await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    state.metrics.http_requests.inc();
+    match resp.status().as_u16() {
+        400..=499 => state.metrics.http_errors_4xx.inc(),
+        500..=599 => state.metrics.http_errors_5xx.inc(),
+        _ => {}
+    }
+    resp
+}
+
+impl AppState {
+    /// The authenticated user of a request.
+    pub fn user(&self, r: &Req) -> Result<AuthUser, ApiError> {
+        self.auth.authenticate(&self.store, r.bearer())
+    }
+
+    /// Honours `?min_cursor=N` on reads.
+    pub async fn read_gate(&self, r: &Req) -> Result<(), ApiError> {
+        if let Some(c) = r.u64_param("min_cursor")? {
+            self.wait_applied(c).await?;
+        }
+        Ok(())
+    }
+}

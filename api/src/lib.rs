@@ -1,0 +1,34 @@
+//! Parley's HTTP API and WebSocket hub (warp), and authentication.
+//!
+//! Only this crate knows JSON wire types: storage records and journal entries become JSON in
+//! [`render`]. Every mutating endpoint goes through [`state::AppState::submit`] (raft); reads
+//! come from the local projections.
+//!
+//! # Layout
+//! - [`server`]: start a node (store, raft, hub) and serve it until shutdown.
+//! - [`state`]: shared state, configuration and the write path (propose, forward, wait).
+//! - [`routes`]: one module per resource (users, friends, conversations, groups, sync, ops,
+//!   raft RPC), composed in [`routes::all`].
+//! - [`ws`]: a WebSocket connection: catch-up, live pulls, requests, slow-consumer close.
+//! - [`hub`]: which sockets are open and whom an applied entry wakes.
+//! - [`auth`]: argon2id passwords, JWTs bound to replicated sessions, the admin token.
+//! - [`limits`]: per-user send and failed-login rate limits.
+//! - [`http`]: request context, bodies, JSON parsing, responses with `Parley-Cursor`.
+//! - [`render`]: JSON shapes of the contract.
+//! - [`error`]: the API error type and its mapping to status and code.
+//! - [`metrics`]: Prometheus text.
+pub mod auth;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod limits;
+pub mod metrics;
+pub mod render;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod ws;
+
+pub use error::ApiError;
+pub use server::{Node, ServerConfig, ServerError};
+pub use state::{ApiConfig, AppState};

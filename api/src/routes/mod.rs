@@ -1,0 +1,39 @@
+//! Routes, one module per resource, composed into the node's filter.
+
+pub mod conversations;
+pub mod friends;
+pub mod groups;
+pub mod ops;
+pub mod raft;
+pub mod sync;
+pub mod users;
+
+use std::sync::Arc;
+
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+use warp::Filter;
+
+use crate::state::AppState;
+
+/// Every route of a node, with contract errors for everything that matches none.
+pub fn all(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
+    users::routes(s)
+        .or(friends::routes(s))
+        .unify()
+        .or(conversations::routes(s))
+        .unify()
+        .or(groups::routes(s))
+        .unify()
+        .or(sync::routes(s))
+        .unify()
+        .or(crate::ws::routes(s))
+        .unify()
+        .or(ops::routes(s))
+        .unify()
+        .or(raft::routes(s))
+        .unify()
+        .recover(crate::error::recover)
+        .unify()
+        .boxed()
+}

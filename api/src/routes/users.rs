@@ -1,0 +1,170 @@
+//! Users and sessions: register, login, me, profiles, session list, logout, revoke.
+
+use std::sync::Arc;
+
+use parley_storage::ids::is_valid_user_id;
+use parley_storage::CommandKind;
+use serde::Deserialize;
+use serde_json::json;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Filter;
+
+use crate::auth::{PASSWORD_MAX_BYTES, PASSWORD_MIN_BYTES, TOKEN_TTL_MS};
+use crate::error::ApiError;
+use crate::http::{body, json as json_reply, no_content, parse, req, respond, segment, with, written, Req};
+use crate::state::{now_ms, AppState};
+
+pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
+    let limit = s.cfg.max_request_bytes;
+    let register = warp::path!("v1" / "users")
+        .and(warp::post())
+        .and(with(s))
+        .and(body(limit))
+        .then(|s: Arc<AppState>, b| async move { respond(s.clone(), register(s, b)).await });
+    let login = warp::path!("v1" / "sessions")
+        .and(warp::post())
+        .and(with(s))
+        .and(body(limit))
+        .then(|s: Arc<AppState>, b| async move { respond(s.clone(), login(s, b)).await });
+    let list = warp::path!("v1" / "sessions")
+        .and(warp::get())
+        .and(with(s))
+        .and(req())
+        .then(|s: Arc<AppState>, r| async move { respond(s.clone(), sessions(s, r)).await });
+    let revoke = warp::path!("v1" / "sessions" / String)
+        .and(warp::delete())
+        .and(with(s))
+        .and(req())
+        .then(|sid: String, s: Arc<AppState>, r| async move { respond(s.clone(), revoke(s, r, sid)).await });
+    let me = warp::path!("v1" / "me")
+        .and(warp::get())
+        .and(with(s))
+        .and(req())
+        .then(|s: Arc<AppState>, r| async move { respond(s.clone(), me(s, r)).await });
+    let profile = warp::path!("v1" / "users" / String)
+        .and(warp::get())
+        .and(with(s))
+        .and(req())
+        .then(|uid: String, s: Arc<AppState>, r| async move { respond(s.clone(), profile(s, r, uid)).await });
+    register.or(login).unify().or(list).unify().or(revoke).unify().or(me).unify().or(profile).unify().boxed()
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    user_id: String,
+    password: String,
+    display_name: Option<String>,
+}
+
+async fn register(s: Arc<AppState>, b: Result<bytes::Bytes, ApiError>) -> Result<Response, ApiError> {
+    let b: RegisterBody = parse(b)?;
+    if !is_valid_user_id(&b.user_id) {
+        return Err(ApiError::invalid("user_id must match ^[a-z0-9_]{3,32}$"));
+    }
+    check_password(&b.password)?;
+    let display_name = b.display_name.unwrap_or_else(|| b.user_id.clone());
+    let n = display_name.chars().count();
+    if n == 0 || n > parley_storage::decide::MAX_DISPLAY_NAME_CHARS {
+        return Err(ApiError::invalid("display_name must be 1 to 128 characters"));
+    }
+    // Cheap early refusal; the replicated decision is still the one that counts.
+    if s.store.user(&b.user_id)?.is_some() {
+        return Err(parley_storage::Rejection::UserExists.into());
+    }
+    let password_hash = s.auth.hash_password(b.password).await?;
+    let (cursor, _) = s
+        .submit(CommandKind::Register { user_id: b.user_id.clone(), display_name: display_name.clone(), password_hash })
+        .await?;
+    Ok(written(StatusCode::CREATED, json!({"user_id": b.user_id, "display_name": display_name}), cursor))
+}
+
+fn check_password(p: &str) -> Result<(), ApiError> {
+    if p.len() < PASSWORD_MIN_BYTES || p.len() > PASSWORD_MAX_BYTES {
+        return Err(ApiError::invalid(format!("password must be {PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    user_id: String,
+    password: String,
+    device: Option<String>,
+}
+
+async fn login(s: Arc<AppState>, b: Result<bytes::Bytes, ApiError>) -> Result<Response, ApiError> {
+    let b: LoginBody = parse(b)?;
+    if !s.login_limiter.allow(&b.user_id) {
+        return Err(ApiError::rate_limited("too many failed logins; try again in a minute"));
+    }
+    let hash = if is_valid_user_id(&b.user_id) { s.store.user(&b.user_id)?.map(|u| u.password_hash) } else { None };
+    let password_ok = b.password.len() <= PASSWORD_MAX_BYTES && s.auth.verify_password(b.password, hash).await?;
+    if !password_ok {
+        s.login_limiter.failed(&b.user_id);
+        return Err(ApiError::invalid_credentials());
+    }
+    let device = b.device.filter(|d| !d.is_empty()).unwrap_or_else(|| "unknown".to_owned());
+    let session_id = random_id();
+    let now = now_ms();
+    let expires_at = now + TOKEN_TTL_MS;
+    let (cursor, _) = s
+        .submit(CommandKind::CreateSession {
+            user_id: b.user_id.clone(),
+            session_id: session_id.clone(),
+            device,
+            expires_at,
+        })
+        .await?;
+    let token = s.auth.issue(&b.user_id, &session_id, now, expires_at)?;
+    Ok(written(
+        StatusCode::CREATED,
+        json!({"token": token, "session_id": session_id, "expires_at": expires_at, "user_id": b.user_id}),
+        cursor,
+    ))
+}
+
+fn random_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+async fn sessions(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
+    s.read_gate(&r).await?;
+    let me = s.user(&r)?;
+    let now = now_ms();
+    let sessions: Vec<_> = s
+        .store
+        .sessions_of(&me.user_id)?
+        .into_iter()
+        .filter(|(_, rec)| rec.expires_at > now)
+        .map(|(sid, rec)| {
+            json!({"session_id": sid, "device": rec.device, "created_at": rec.created_at,
+                   "expires_at": rec.expires_at, "current": sid == me.session_id})
+        })
+        .collect();
+    Ok(json_reply(StatusCode::OK, &json!({ "sessions": sessions })))
+}
+
+async fn revoke(s: Arc<AppState>, r: Req, sid: String) -> Result<Response, ApiError> {
+    let me = s.user(&r)?;
+    let sid = segment(&sid)?;
+    let session_id = if sid == "current" { me.session_id.clone() } else { sid };
+    let (cursor, _) = s.submit(CommandKind::RevokeSession { user_id: me.user_id, session_id }).await?;
+    Ok(no_content(cursor))
+}
+
+async fn me(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
+    s.read_gate(&r).await?;
+    let me = s.user(&r)?;
+    let user = s.store.user(&me.user_id)?.ok_or_else(|| ApiError::unauthorized("user no longer exists"))?;
+    Ok(json_reply(StatusCode::OK, &json!({"user_id": me.user_id, "display_name": user.display_name})))
+}
+
+async fn profile(s: Arc<AppState>, r: Req, uid: String) -> Result<Response, ApiError> {
+    s.read_gate(&r).await?;
+    s.user(&r)?;
+    let uid = segment(&uid)?;
+    let user = s.store.user(&uid)?.ok_or_else(|| ApiError::not_found(format!("no user {uid}")))?;
+    Ok(json_reply(StatusCode::OK, &json!({"user_id": uid, "display_name": user.display_name})))
+}

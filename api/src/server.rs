@@ -1,0 +1,140 @@
+//! Starting and stopping a node: open the store, start raft with the hub as its apply
+//! listener, serve the routes on a listener the caller bound, shut down gracefully.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parley_raft::{NodeConfig, RaftNode};
+use parley_storage::Store;
+use tokio::net::TcpListener;
+use warp::Filter;
+
+use crate::auth::Auth;
+use crate::hub::Hub;
+use crate::limits::{LoginLimiter, SendLimiter};
+use crate::metrics::Metrics;
+use crate::state::{ApiConfig, AppState};
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub node_id: u64,
+    /// The address peers and forwarded writes reach this node at.
+    pub advertise_addr: String,
+    /// Every voter's id and HTTP address; empty for a single node.
+    pub peers: BTreeMap<u64, String>,
+    pub api: ApiConfig,
+    pub cache_bytes: u64,
+    pub snapshot_logs_since_last: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open the data directory {0}: {1}")]
+    Open(PathBuf, String),
+    #[error("storage: {0}")]
+    Store(#[from] parley_storage::StoreError),
+    #[error("raft: {0}")]
+    Raft(#[from] parley_raft::RaftError),
+    #[error("{0}")]
+    Api(#[from] crate::error::ApiError),
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// A started node; [`Node::serve`] runs it until shutdown.
+pub struct Node {
+    pub state: Arc<AppState>,
+    listener: TcpListener,
+}
+
+impl Node {
+    /// Opens storage and starts raft. The listener is bound by the caller (so it can report a
+    /// busy port cleanly and tests can bind port 0).
+    pub async fn start(cfg: ServerConfig, listener: TcpListener) -> Result<Node, ServerError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| ServerError::Open(cfg.data_dir.clone(), e.to_string()))?;
+        let db = sled::Config::new()
+            .path(cfg.data_dir.join("db"))
+            .cache_capacity(cfg.cache_bytes)
+            .open()
+            .map_err(|e| ServerError::Open(cfg.data_dir.clone(), e.to_string()))?;
+        let store = Store::open(db.clone())?;
+        let hub = Hub::new(store.clone());
+        let node_cfg = NodeConfig {
+            node_id: cfg.node_id,
+            addr: cfg.advertise_addr.clone(),
+            peers: cfg.peers.clone(),
+            cluster_secret: cfg.api.cluster_secret.clone(),
+            snapshot_logs_since_last: cfg.snapshot_logs_since_last,
+        };
+        let raft = RaftNode::start(node_cfg, db, store.clone(), hub.clone()).await?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(2))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        let state = Arc::new(AppState {
+            auth: Auth::new(&cfg.api.jwt_secret, cfg.api.admin_token.clone())?,
+            send_limiter: SendLimiter::new(cfg.api.rate_limit_per_user),
+            login_limiter: LoginLimiter::new(cfg.api.login_rate_limit),
+            cfg: cfg.api,
+            store,
+            raft: Arc::new(raft),
+            hub,
+            metrics: Metrics::default(),
+            http,
+        });
+        Ok(Node { state, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Waits until the node is ready (knows a leader, caught up), at most `timeout`.
+    pub async fn wait_ready(state: &AppState, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if crate::routes::ops::is_ready(state).await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// Serves until `shutdown` resolves, then closes sockets, stops raft and flushes.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let Node { state, listener } = self;
+        let routes = crate::routes::all(&state).with(warp::trace::request());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let hub = state.hub.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            hub.shutdown();
+            let _ = stop_tx.send(true);
+        };
+        let server = warp::serve(routes).incoming(listener).graceful(signal).run();
+        let mut stop_rx2 = stop_rx.clone();
+        tokio::select! {
+            _ = server => {}
+            // In-flight long-polls may hold graceful shutdown for up to 30 s: do not wait for them.
+            _ = async move {
+                let _ = stop_rx2.wait_for(|s| *s).await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            } => {}
+        }
+        drop(stop_rx);
+        if let Err(e) = state.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        state.store.flush().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,170 @@
+//! Shared state of a running node's API, and the write path every mutating endpoint uses:
+//! stamp the command, propose it through raft (forwarding to the leader when this node is a
+//! follower), then wait until this node has applied it, so the answer's cursor is readable
+//! here at once.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parley_raft::{RaftNode, WriteError};
+use parley_storage::{Command, CommandKind, Outcome, Reply, Store};
+
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::limits::{LoginLimiter, SendLimiter};
+use crate::metrics::Metrics;
+
+/// Settings of the API layer.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub admin_token: Option<String>,
+    pub jwt_secret: Vec<u8>,
+    pub cluster_secret: Vec<u8>,
+    /// Largest message body in bytes.
+    pub max_body_bytes: u64,
+    /// Largest HTTP request body in bytes.
+    pub max_request_bytes: u64,
+    /// Outbound frames a WebSocket may have queued before it is closed with 1013.
+    pub ws_queue: usize,
+    pub rate_limit_per_user: u32,
+    pub login_rate_limit: u32,
+    pub max_group_members: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            admin_token: None,
+            jwt_secret: Vec::new(),
+            cluster_secret: Vec::new(),
+            max_body_bytes: 16 * 1024,
+            max_request_bytes: 1024 * 1024,
+            ws_queue: 256,
+            rate_limit_per_user: 500,
+            login_rate_limit: 20,
+            max_group_members: 10_000,
+        }
+    }
+}
+
+/// How long reads with `min_cursor` and writes wait for this node to apply.
+pub const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+pub struct AppState {
+    pub cfg: ApiConfig,
+    pub store: Store,
+    pub raft: Arc<RaftNode>,
+    pub auth: Auth,
+    pub hub: Arc<Hub>,
+    pub metrics: Metrics,
+    pub send_limiter: SendLimiter,
+    pub login_limiter: LoginLimiter,
+    pub http: reqwest::Client,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl AppState {
+    /// Proposes a command and returns `(cursor, reply)` once it is applied on this node.
+    #[tracing::instrument(skip_all, fields(command = kind.name()))]
+    pub async fn submit(&self, kind: CommandKind) -> Result<(u64, Reply), ApiError> {
+        let outcome = self.propose(Command { ts: now_ms(), kind }).await?;
+        self.metrics.commands.inc();
+        self.wait_applied(outcome.cursor).await?;
+        match outcome.result {
+            Ok(reply) => Ok((outcome.cursor, reply)),
+            Err(rejection) => Err(rejection.into()),
+        }
+    }
+
+    /// Runs a command through raft on the leader, wherever it is.
+    pub async fn propose(&self, cmd: Command) -> Result<Outcome, ApiError> {
+        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+        loop {
+            match self.raft.write(cmd.clone()).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(WriteError::ForwardToLeader { leader_addr: Some(addr), leader_id })
+                    if leader_id != Some(self.raft.node_id()) =>
+                {
+                    match self.forward(&addr, &cmd).await {
+                        Ok(outcome) => return Ok(outcome),
+                        // Nothing reached the leader: safe to try again.
+                        Err(Forward::NotSent(e)) if tokio::time::Instant::now() < deadline => {
+                            tracing::debug!(%e, "forward failed before sending; retrying");
+                        }
+                        Err(Forward::NotSent(e)) => {
+                            return Err(ApiError::unavailable(format!("leader unreachable: {e}")))
+                        }
+                        // It may have been applied: never resend, let the client retry with its
+                        // idempotency key.
+                        Err(Forward::Unknown(e)) => {
+                            return Err(ApiError::unavailable(format!("leader did not answer: {e}")))
+                        }
+                        Err(Forward::Refused(e)) => return Err(e),
+                    }
+                }
+                Err(WriteError::ForwardToLeader { .. }) if tokio::time::Instant::now() < deadline => {}
+                Err(WriteError::ForwardToLeader { .. }) => return Err(ApiError::unavailable("no leader")),
+                Err(e) => return Err(ApiError::unavailable(e.to_string())),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn forward(&self, addr: &str, cmd: &Command) -> Result<Outcome, Forward> {
+        let body = serde_json::to_vec(cmd).map_err(|e| Forward::NotSent(e.to_string()))?;
+        let url = format!("{}/raft/write", parley_raft::network::base_url(addr));
+        let sig = parley_raft::network::sign(&self.cfg.cluster_secret, &body);
+        let resp = self
+            .http
+            .post(url)
+            .header(crate::routes::raft::AUTH_HEADER, sig)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(
+                |e| if e.is_connect() { Forward::NotSent(e.to_string()) } else { Forward::Unknown(e.to_string()) },
+            )?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| Forward::Unknown(e.to_string()))?;
+        if status == reqwest::StatusCode::MISDIRECTED_REQUEST {
+            // The target is no longer the leader and did not run the command.
+            return Err(Forward::NotSent("target is not the leader".into()));
+        }
+        if !status.is_success() {
+            let msg = String::from_utf8_lossy(&bytes).into_owned();
+            return Err(Forward::Refused(ApiError::unavailable(format!("leader answered {status}: {msg}"))));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Forward::Unknown(e.to_string()))
+    }
+
+    /// Waits until this node has applied `cursor` (read-your-writes).
+    pub async fn wait_applied(&self, cursor: u64) -> Result<(), ApiError> {
+        if self.store.applied_cursor() >= cursor {
+            return Ok(());
+        }
+        let mut rx = self.hub.applied_watch();
+        let wait = async {
+            while self.store.applied_cursor() < cursor {
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        match tokio::time::timeout(APPLY_WAIT, wait).await {
+            Ok(true) => Ok(()),
+            _ => Err(ApiError::unavailable(format!("this node has not applied cursor {cursor} yet"))),
+        }
+    }
+}
+
+enum Forward {
+    NotSent(String),
+    Unknown(String),
+    Refused(ApiError),
+}

@@ -1,0 +1,441 @@
+//! The raft log and the raft hard state (vote, purge point, commit point) in sled.
+//!
+//! Owns two trees of the node's one `sled::Db` (the same Db as the state machine's
+//! [`parley_storage::Store`], so one flush makes both durable):
+//!
+//! | tree          | key                               | value                                       |
+//! |---------------|-----------------------------------|---------------------------------------------|
+//! | `raft_log`    | log index, `u64` big-endian (8 B) | framed rkyv [`StoredEntry`]                 |
+//! | `raft_state`  | `b"vote"`                         | framed JSON [`Vote`]                        |
+//! |               | `b"last_purged"`                  | framed JSON [`LogId`]                       |
+//! |               | `b"committed"`                    | framed JSON `Option<LogId>`                 |
+//!
+//! "Framed" is [`crate::frame`]: version byte + crc32 + payload. Big-endian keys make sled's
+//! byte order the numeric order of indexes, so range scans are index ranges.
+//!
+//! Invariants:
+//! - a vote is on disk before [`RaftLogStorage::save_vote`] returns;
+//! - appended entries are on disk before the append callback is called (one flush per batch);
+//! - the log has no holes: truncation removes a suffix, purging removes a prefix, and the purge
+//!   point is recorded (and flushed) before any entry is removed;
+//! - a record that fails its checksum or rkyv validation is a [`StorageError`], never a panic
+//!   and never skipped.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{CommittedLeaderId, EntryPayload, ErrorSubject, ErrorVerb, StorageIOError};
+use parley_storage::codec::{self, CodecError};
+use parley_storage::Command;
+use rkyv::{Archive, Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+
+use crate::frame::{self, FrameError};
+use crate::types::{Entry, LogId, Membership, StorageError, TypeConfig, Vote};
+
+/// Tree holding the raft log: index -> entry.
+pub const LOG_TREE: &str = "raft_log";
+/// Tree holding the raft hard state: name -> value.
+pub const STATE_TREE: &str = "raft_state";
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+const KEY_COMMITTED: &[u8] = b"committed";
+
+/// The `raft_log` key of a log index.
+pub fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// One raft log entry as stored. A stored format of its own, not openraft's `Entry`, so that
+/// an openraft upgrade cannot silently change what is on disk.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StoredEntry {
+    pub term: u64,
+    pub leader_node_id: u64,
+    pub index: u64,
+    pub payload: StoredPayload,
+}
+
+/// What an entry carries. Variants are append-only: the discriminant is on disk.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum StoredPayload {
+    /// A new leader's no-op entry.
+    Blank,
+    /// An rkyv-encoded [`Command`].
+    Normal(Vec<u8>),
+    /// A serde_json-encoded openraft membership.
+    Membership(Vec<u8>),
+}
+
+/// Why a log entry could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryCodecError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Rkyv(#[from] CodecError),
+    #[error("membership json: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("entry stored under index {key} claims index {stored}")]
+    IndexMismatch { key: u64, stored: u64 },
+    #[error("log key of {0} bytes, expected 8")]
+    BadKey(usize),
+}
+
+impl StoredEntry {
+    /// Converts an openraft entry to its stored form.
+    pub fn from_entry(entry: &Entry) -> Result<StoredEntry, EntryCodecError> {
+        let payload = match &entry.payload {
+            EntryPayload::Blank => StoredPayload::Blank,
+            EntryPayload::Normal(cmd) => StoredPayload::Normal(codec::encode(cmd)),
+            EntryPayload::Membership(m) => StoredPayload::Membership(serde_json::to_vec(m)?),
+        };
+        Ok(StoredEntry {
+            term: entry.log_id.leader_id.term,
+            leader_node_id: entry.log_id.leader_id.node_id,
+            index: entry.log_id.index,
+            payload,
+        })
+    }
+
+    /// Converts back to an openraft entry, validating the nested payload.
+    pub fn into_entry(self) -> Result<Entry, EntryCodecError> {
+        let log_id = self.log_id();
+        let payload = match self.payload {
+            StoredPayload::Blank => EntryPayload::Blank,
+            StoredPayload::Normal(bytes) => EntryPayload::Normal(codec::decode::<Command>(&bytes)?),
+            StoredPayload::Membership(bytes) => EntryPayload::Membership(serde_json::from_slice::<Membership>(&bytes)?),
+        };
+        Ok(Entry { log_id, payload })
+    }
+
+    /// The openraft log id of this entry.
+    pub fn log_id(&self) -> LogId {
+        LogId::new(CommittedLeaderId::new(self.term, self.leader_node_id), self.index)
+    }
+
+    /// The bytes stored in `raft_log`: a frame around the rkyv encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        frame::seal(&codec::encode(self))
+    }
+
+    /// Checks the frame and validates the rkyv bytes.
+    pub fn decode(record: &[u8]) -> Result<StoredEntry, EntryCodecError> {
+        Ok(codec::decode::<StoredEntry>(frame::open(record)?)?)
+    }
+
+    /// Decodes a `raft_log` key/value pair and checks that they agree.
+    fn decode_record(key: &[u8], value: &[u8]) -> Result<StoredEntry, EntryCodecError> {
+        let key: [u8; 8] = key.try_into().map_err(|_| EntryCodecError::BadKey(key.len()))?;
+        let key = u64::from_be_bytes(key);
+        let entry = StoredEntry::decode(value)?;
+        if entry.index != key {
+            return Err(EntryCodecError::IndexMismatch { key, stored: entry.index });
+        }
+        Ok(entry)
+    }
+}
+
+/// The raft log store. Cheap to clone (sled handles are reference counted); a clone is the
+/// log reader handed to replication tasks.
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    state: sled::Tree,
+}
+
+impl LogStore {
+    /// Opens (creating if needed) the raft trees in `db`.
+    pub fn open(db: sled::Db) -> Result<LogStore, sled::Error> {
+        let log = db.open_tree(LOG_TREE)?;
+        let state = db.open_tree(STATE_TREE)?;
+        Ok(LogStore { db, log, state })
+    }
+
+    fn read_state<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
+        match self.state.get(key)? {
+            None => Ok(None),
+            Some(raw) => Ok(Some(serde_json::from_slice(frame::open(&raw)?)?)),
+        }
+    }
+
+    fn state_record<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StateError> {
+        Ok(frame::seal(&serde_json::to_vec(value)?))
+    }
+
+    // `StorageError` is openraft's (large) type, returned as is to openraft's trait methods.
+    #[allow(clippy::result_large_err)]
+    fn last_log_id_in_tree(&self) -> Result<Option<LogId>, StorageError> {
+        match self.log.last().map_err(|e| StorageIOError::read_logs(&e))? {
+            None => Ok(None),
+            Some((key, value)) => {
+                let entry = StoredEntry::decode_record(&key, &value).map_err(|e| StorageIOError::read_logs(&e))?;
+                Ok(Some(entry.log_id()))
+            }
+        }
+    }
+
+    /// Removes every entry whose key lies in `range`, in one atomic batch.
+    fn remove_range(&self, range: (Bound<[u8; 8]>, Bound<[u8; 8]>)) -> Result<usize, sled::Error> {
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for key in self.log.range(range).keys() {
+            batch.remove(key?);
+            removed += 1;
+        }
+        self.log.apply_batch(batch)?;
+        Ok(removed)
+    }
+}
+
+/// A `raft_state` value that could not be read or written.
+#[derive(Debug, thiserror::Error)]
+enum StateError {
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+fn state_error(subject: ErrorSubject<u64>, verb: ErrorVerb, e: StateError) -> StorageError {
+    StorageIOError::new(subject, verb, &e).into()
+}
+
+fn to_key_bound(bound: Bound<&u64>) -> Bound<[u8; 8]> {
+    match bound {
+        Bound::Included(i) => Bound::Included(log_key(*i)),
+        Bound::Excluded(i) => Bound::Excluded(log_key(*i)),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let keys = (to_key_bound(range.start_bound()), to_key_bound(range.end_bound()));
+        let mut entries = Vec::new();
+        for item in self.log.range(keys) {
+            let (key, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            let entry = StoredEntry::decode_record(&key, &value)
+                .and_then(StoredEntry::into_entry)
+                .map_err(|e| StorageIOError::read_logs(&e))?;
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id: Option<LogId> =
+            self.read_state(KEY_LAST_PURGED).map_err(|e| state_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        let last_log_id = self.last_log_id_in_tree()?.or(last_purged_log_id);
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(term = vote.leader_id.term, node = vote.leader_id.node_id, committed = vote.committed))]
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let record = Self::state_record(vote).map_err(|e| state_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        self.state.insert(KEY_VOTE, record).map_err(|e| StorageIOError::write_vote(&e))?;
+        // Durability point: the vote is on disk before save_vote returns.
+        self.db.flush_async().await.map_err(|e| StorageIOError::write_vote(&e))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.read_state(KEY_VOTE).map_err(|e| state_error(ErrorSubject::Vote, ErrorVerb::Read, e))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let record =
+            Self::state_record(&committed).map_err(|e| state_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        // Not flushed here (this runs on every commit): the next append/vote flush or sled's
+        // background flush persists it. A lost commit point only means a restarted node
+        // re-applies less on its own and waits for the leader to re-send the commit index.
+        self.state.insert(KEY_COMMITTED, record).map_err(|e| StorageIOError::write(&e))?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let committed: Option<Option<LogId>> =
+            self.read_state(KEY_COMMITTED).map_err(|e| state_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
+        Ok(committed.flatten())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(count = tracing::field::Empty, first = tracing::field::Empty, last = tracing::field::Empty))]
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        let mut count = 0u64;
+        let mut first = None;
+        let mut last = None;
+        for entry in entries {
+            let record =
+                StoredEntry::from_entry(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
+            batch.insert(&log_key(entry.log_id.index), record.encode());
+            first.get_or_insert(entry.log_id.index);
+            last = Some(entry.log_id.index);
+            count += 1;
+        }
+        let span = tracing::Span::current();
+        span.record("count", count);
+        if let (Some(first), Some(last)) = (first, last) {
+            span.record("first", first);
+            span.record("last", last);
+        }
+
+        // The whole batch lands atomically and is readable from here on (in memory).
+        self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+
+        // Durability point (group commit): one flush for the whole batch, and only then the
+        // callback that lets openraft acknowledge these entries.
+        match self.db.flush_async().await {
+            Ok(_) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let err = StorageIOError::write_logs(&e);
+                callback.log_io_completed(Err(io::Error::other(e.to_string())));
+                Err(err.into())
+            }
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(since = log_id.index))]
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let removed = self
+            .remove_range((Bound::Included(log_key(log_id.index)), Bound::Unbounded))
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        tracing::debug!(removed, "truncated log suffix");
+        // Durability point: removed entries cannot reappear after a crash. (Strictly the next
+        // append's flush would cover it; truncation is rare, so make it explicit.)
+        self.db.flush_async().await.map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(upto = log_id.index))]
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let record = Self::state_record(&log_id).map_err(|e| state_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        self.state.insert(KEY_LAST_PURGED, record).map_err(|e| StorageIOError::write_logs(&e))?;
+        // Durability point: the purge point is on disk before any entry is removed, so after a
+        // crash the log state never reports entries that are gone.
+        self.db.flush_async().await.map_err(|e| StorageIOError::write_logs(&e))?;
+        let removed = self
+            .remove_range((Bound::Unbounded, Bound::Included(log_key(log_id.index))))
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        tracing::debug!(removed, "purged log prefix");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{BasicNode, Membership};
+    use parley_storage::CommandKind;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn sample_entries() -> Vec<Entry> {
+        let cmd = Command {
+            ts: 42,
+            kind: CommandKind::Register {
+                user_id: "alice".into(),
+                display_name: "Alice".into(),
+                password_hash: "$argon2id$x".into(),
+            },
+        };
+        let nodes = BTreeMap::from([(1u64, BasicNode::new("http://127.0.0.1:1"))]);
+        let membership = Membership::new(vec![BTreeSet::from([1u64])], nodes);
+        vec![
+            Entry { log_id: log_id(1, 1), payload: EntryPayload::Blank },
+            Entry { log_id: log_id(1, 2), payload: EntryPayload::Normal(cmd) },
+            Entry { log_id: log_id(2, 3), payload: EntryPayload::Membership(membership) },
+        ]
+    }
+
+    #[test]
+    fn stored_entry_round_trips() {
+        for entry in sample_entries() {
+            let stored = StoredEntry::from_entry(&entry).unwrap();
+            let bytes = stored.encode();
+            let back = StoredEntry::decode(&bytes).unwrap();
+            assert_eq!(back, stored);
+            let entry_back = back.into_entry().unwrap();
+            assert_eq!(entry_back.log_id, entry.log_id);
+            assert_eq!(format!("{:?}", entry_back.payload), format!("{:?}", entry.payload));
+        }
+    }
+
+    #[test]
+    fn log_keys_are_big_endian_indexes() {
+        assert_eq!(log_key(1), [0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(log_key(0x0102), [0, 0, 0, 0, 0, 0, 1, 2]);
+        assert!(log_key(255) < log_key(256), "byte order must be numeric order");
+    }
+
+    #[test]
+    fn corrupt_records_are_errors_not_panics() {
+        let entries = sample_entries();
+        let bytes = StoredEntry::from_entry(&entries[1]).unwrap().encode();
+
+        // A flipped bit anywhere is caught by the frame checksum.
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x40;
+            assert!(StoredEntry::decode(&damaged).is_err(), "flip at byte {i} not detected");
+        }
+        // Truncation and garbage.
+        assert!(StoredEntry::decode(&bytes[..bytes.len() / 2]).is_err());
+        assert!(StoredEntry::decode(&[]).is_err());
+        // A well-framed record whose payload is not a valid rkyv StoredEntry.
+        assert!(matches!(StoredEntry::decode(&frame::seal(&[0xff; 7])), Err(EntryCodecError::Rkyv(_))));
+        // A valid entry whose nested command bytes are garbage.
+        let nested =
+            StoredEntry { term: 1, leader_node_id: 1, index: 9, payload: StoredPayload::Normal(vec![1, 2, 3]) };
+        let decoded = StoredEntry::decode(&nested.encode()).unwrap();
+        assert!(matches!(decoded.into_entry(), Err(EntryCodecError::Rkyv(_))));
+        // An entry stored under the wrong key.
+        assert!(matches!(
+            StoredEntry::decode_record(&log_key(3), &bytes),
+            Err(EntryCodecError::IndexMismatch { key: 3, stored: 2 })
+        ));
+    }
+
+    #[tokio::test]
+    async fn corrupt_log_record_surfaces_as_storage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let mut store = LogStore::open(db.clone()).unwrap();
+        let tree = db.open_tree(LOG_TREE).unwrap();
+        tree.insert(log_key(1), &b"\x01\0\0\0\0garbage"[..]).unwrap();
+        assert!(store.try_get_log_entries(0..10).await.is_err());
+        assert!(store.get_log_state().await.is_err());
+
+        let state = db.open_tree(STATE_TREE).unwrap();
+        state.insert(KEY_VOTE, &b"not a frame"[..]).unwrap();
+        assert!(store.read_vote().await.is_err());
+    }
+}

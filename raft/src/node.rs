@@ -1,0 +1,272 @@
+//! One running raft node: configuration, bootstrap, writes, membership and inbound RPCs.
+//!
+//! Owns the lifecycle of the openraft instance over the node's one `sled::Db`:
+//! - **start**: build openraft's `Config`, open the log store and state machine, create the
+//!   `Raft`, and bootstrap. A node initialises the cluster only if its storage is pristine (no
+//!   vote, no log, nothing applied): a single node (no peers) with just itself; with peers, only
+//!   the lowest node id, with every member. A restarted node reuses its state.
+//! - **write**: `client_write`; on a follower the caller gets the leader to forward to.
+//! - **inbound RPCs**: JSON bodies in, JSON bodies out, for the api crate to mount on routes;
+//!   [`RaftNode::authenticate`] checks the body signature with the cluster secret.
+//! - **shutdown**: stop raft, then flush the db.
+//!
+//! Invariant: a damaged or wiped node must be removed from the membership and re-added as a
+//! learner, never re-initialised into a running cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError};
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::{BasicNode, SnapshotPolicy};
+use parley_storage::{Command, Outcome, Store};
+use tokio::sync::watch;
+
+use crate::error::{InboundError, RaftError, WriteError};
+use crate::log_store::LogStore;
+use crate::network::{self, Network};
+use crate::state_machine::{ApplyListener, StateMachine};
+use crate::types::{AppendEntriesRequest, InstallSnapshotRequest, LogId, Node, NodeId, Raft, RaftMetrics, VoteRequest};
+
+/// Heartbeat period; also the timeout of one append-entries RPC.
+pub const HEARTBEAT_MS: u64 = 100;
+/// Election timeouts are drawn from `[min, max)`.
+pub const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
+/// Log entries kept behind a snapshot, so slightly lagging followers catch up from the log.
+pub const LOGS_KEPT_BEHIND_SNAPSHOT: u64 = 1000;
+/// Most entries in one append-entries RPC (and so in one apply batch on a follower).
+pub const MAX_PAYLOAD_ENTRIES: u64 = 512;
+/// Largest snapshot chunk per `/raft/snapshot` request (JSON inflates bytes ~3.5x).
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// Timeout of one snapshot chunk RPC.
+pub const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 3000;
+
+/// How to run this node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    /// This node's HTTP address as peers reach it (`http://host:port` or `host:port`).
+    pub addr: String,
+    /// Every cluster member's id and address (this node may be listed); empty = single node.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Shared by all members; signs every raft RPC. Required when `peers` is not empty.
+    pub cluster_secret: Vec<u8>,
+    /// Build a snapshot after this many applied entries since the last one.
+    pub snapshot_logs_since_last: u64,
+}
+
+impl NodeConfig {
+    /// Every member of the initial cluster, this node included.
+    pub fn members(&self) -> BTreeMap<NodeId, BasicNode> {
+        let mut members: BTreeMap<NodeId, BasicNode> =
+            self.peers.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect();
+        members.insert(self.node_id, BasicNode::new(&self.addr));
+        members
+    }
+
+    fn raft_config(&self) -> Result<openraft::Config, RaftError> {
+        if self.snapshot_logs_since_last == 0 {
+            return Err(RaftError::Config("snapshot_logs_since_last must be at least 1".into()));
+        }
+        if !self.peers.is_empty() && self.cluster_secret.is_empty() {
+            return Err(RaftError::Config("a cluster_secret is required when peers are configured".into()));
+        }
+        let config = openraft::Config {
+            cluster_name: "parley".into(),
+            heartbeat_interval: HEARTBEAT_MS,
+            election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
+            election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: LOGS_KEPT_BEHIND_SNAPSHOT,
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
+            ..Default::default()
+        };
+        Ok(config.validate()?)
+    }
+}
+
+/// A running raft node. Cheap to clone (every field is a shared handle).
+#[derive(Clone)]
+pub struct RaftNode {
+    node_id: NodeId,
+    addr: String,
+    raft: Raft,
+    db: sled::Db,
+    secret: Arc<[u8]>,
+}
+
+impl RaftNode {
+    /// Starts raft over `db` (the Db `store` was opened on) and bootstraps the cluster if this
+    /// node's storage is pristine and it is the one to do it.
+    #[tracing::instrument(skip_all, fields(node_id = cfg.node_id, peers = cfg.peers.len()))]
+    pub async fn start(
+        cfg: NodeConfig,
+        db: sled::Db,
+        store: Store,
+        listener: Arc<dyn ApplyListener>,
+    ) -> Result<RaftNode, RaftError> {
+        let config = cfg.raft_config()?;
+        let mut log_store = LogStore::open(db.clone())?;
+        let mut state_machine = StateMachine::open(db.clone(), store, listener)?;
+
+        let pristine = log_store.read_vote().await?.is_none()
+            && log_store.get_log_state().await?.last_log_id.is_none()
+            && state_machine.applied_state().await?.0.is_none();
+
+        let network = Network::new(cfg.node_id, &cfg.cluster_secret)?;
+        let raft = Raft::new(cfg.node_id, Arc::new(config), network, log_store, state_machine).await?;
+        let node = RaftNode {
+            node_id: cfg.node_id,
+            addr: cfg.addr.clone(),
+            raft,
+            db,
+            secret: Arc::from(cfg.cluster_secret.as_slice()),
+        };
+
+        let members = cfg.members();
+        let initialiser = members.keys().next().copied();
+        if !pristine {
+            tracing::info!("raft state found on disk; resuming");
+        } else if initialiser == Some(cfg.node_id) {
+            tracing::info!(members = members.len(), "pristine storage; initialising the cluster");
+            match node.raft.initialize(members).await {
+                Ok(()) => {}
+                Err(openraft::error::RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                    tracing::info!(%e, "cluster already initialised");
+                }
+                Err(openraft::error::RaftError::APIError(e)) => return Err(RaftError::Initialize(e.to_string())),
+                Err(openraft::error::RaftError::Fatal(e)) => return Err(e.into()),
+            }
+        } else {
+            tracing::info!(initialiser = ?initialiser, "pristine storage; waiting to be contacted by the cluster");
+        }
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// This node's HTTP address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The underlying openraft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Live metrics: server state, current leader, last applied, membership.
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics> {
+        self.raft.metrics()
+    }
+
+    /// The leader this node currently knows of.
+    pub async fn current_leader(&self) -> Option<NodeId> {
+        self.raft.current_leader().await
+    }
+
+    /// Whether this node has a membership (initialised itself or was contacted by a cluster).
+    pub async fn is_initialized(&self) -> Result<bool, WriteError> {
+        Ok(self.raft.is_initialized().await?)
+    }
+
+    /// Proposes `cmd` and waits until it is committed and applied; returns its outcome.
+    #[tracing::instrument(skip_all, fields(node_id = self.node_id, kind = cmd.kind.name(), index = tracing::field::Empty, cursor = tracing::field::Empty))]
+    pub async fn write(&self, cmd: Command) -> Result<Outcome, WriteError> {
+        let response = self.raft.client_write(cmd).await.map_err(|e| self.client_write_error(e))?;
+        let span = tracing::Span::current();
+        span.record("index", response.log_id.index);
+        span.record("cursor", response.data.cursor);
+        Ok(response.data)
+    }
+
+    /// Confirms leadership with a quorum and waits until everything committed before now is
+    /// applied locally; a read after it is linearizable.
+    #[tracing::instrument(skip_all, fields(node_id = self.node_id))]
+    pub async fn read_barrier(&self) -> Result<Option<LogId>, WriteError> {
+        self.raft.ensure_linearizable().await.map_err(|e| match e {
+            openraft::error::RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => self.forward(f),
+            openraft::error::RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => q.into(),
+            openraft::error::RaftError::Fatal(f) => f.into(),
+        })
+    }
+
+    /// Adds `id` at `addr` as a learner and waits until it has caught up (leader only).
+    #[tracing::instrument(skip_all, fields(node_id = self.node_id, learner = id))]
+    pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<LogId, WriteError> {
+        let response =
+            self.raft.add_learner(id, BasicNode::new(addr), true).await.map_err(|e| self.client_write_error(e))?;
+        Ok(response.log_id)
+    }
+
+    /// Makes `voters` the voting members (joint consensus, leader only). With `retain`, removed
+    /// voters stay as learners.
+    #[tracing::instrument(skip_all, fields(node_id = self.node_id, voters = ?voters))]
+    pub async fn change_membership(&self, voters: BTreeSet<NodeId>, retain: bool) -> Result<LogId, WriteError> {
+        let response = self.raft.change_membership(voters, retain).await.map_err(|e| self.client_write_error(e))?;
+        Ok(response.log_id)
+    }
+
+    /// Whether `header` signs `body` with this cluster's secret (for inbound `/raft/*` routes).
+    pub fn authenticate(&self, body: &[u8], header: Option<&str>) -> bool {
+        header.is_some_and(|h| network::verify(&self.secret, body, h))
+    }
+
+    /// Handles a `/raft/append` body; the answer is a JSON `Result` (see [`crate::network`]).
+    #[tracing::instrument(skip_all, fields(node_id = self.node_id, bytes = body.len()))]
+    pub async fn handle_append(&self, body: &[u8]) -> Result<Vec<u8>, InboundError> {
+        let req: AppendEntriesRequest = serde_json::from_slice(body).map_err(InboundError::BadRequest)?;
+        let answer = self.raft.append_entries(req).await;
+        serde_json::to_vec(&answer).map_err(InboundError::Encode)
+    }
+
+    /// Handles a `/raft/vote` body.
+    #[tracing::instrument(skip_all, fields(node_id = self.node_id))]
+    pub async fn handle_vote(&self, body: &[u8]) -> Result<Vec<u8>, InboundError> {
+        let req: VoteRequest = serde_json::from_slice(body).map_err(InboundError::BadRequest)?;
+        let answer = self.raft.vote(req).await;
+        serde_json::to_vec(&answer).map_err(InboundError::Encode)
+    }
+
+    /// Handles a `/raft/snapshot` body (one chunk of a snapshot).
+    #[tracing::instrument(skip_all, fields(node_id = self.node_id, bytes = body.len()))]
+    pub async fn handle_snapshot(&self, body: &[u8]) -> Result<Vec<u8>, InboundError> {
+        let req: InstallSnapshotRequest = serde_json::from_slice(body).map_err(InboundError::BadRequest)?;
+        let answer = self.raft.install_snapshot(req).await;
+        serde_json::to_vec(&answer).map_err(InboundError::Encode)
+    }
+
+    /// Stops raft, then flushes the db so everything applied is on disk.
+    #[tracing::instrument(skip_all, fields(node_id = self.node_id))]
+    pub async fn shutdown(&self) -> Result<(), RaftError> {
+        self.raft.shutdown().await.map_err(|e| RaftError::Shutdown(e.to_string()))?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    fn client_write_error(&self, e: openraft::error::RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> WriteError {
+        match e {
+            openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => self.forward(f),
+            openraft::error::RaftError::APIError(ClientWriteError::ChangeMembershipError(m)) => m.into(),
+            openraft::error::RaftError::Fatal(f) => f.into(),
+        }
+    }
+
+    /// Fills in the leader's address from the membership when openraft did not include it.
+    fn forward(&self, f: ForwardToLeader<NodeId, Node>) -> WriteError {
+        let leader_addr = match (&f.leader_node, f.leader_id) {
+            (Some(node), _) => Some(node.addr.clone()),
+            (None, Some(id)) => {
+                self.raft.metrics().borrow().membership_config.membership().get_node(&id).map(|n| n.addr.clone())
+            }
+            (None, None) => None,
+        };
+        WriteError::ForwardToLeader { leader_id: f.leader_id, leader_addr }
+    }
+}

@@ -1,0 +1,112 @@
+//! `parley serve`: resolve settings, bind the listener, start the node, run until a signal.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use parley_api::{ApiConfig, Node, ServerConfig};
+
+use crate::config::{ServeArgs, Settings};
+
+pub fn run(args: ServeArgs) -> Result<(), String> {
+    let settings = args.resolve().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(serve(settings))
+}
+
+async fn serve(s: Settings) -> Result<(), String> {
+    let listener =
+        tokio::net::TcpListener::bind(&s.http).await.map_err(|e| format!("cannot listen on {}: {e}", s.http))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&s.data_dir).map_err(|e| format!("cannot create {}: {e}", s.data_dir.display()))?;
+    let jwt_secret = jwt_secret(&s)?;
+    let advertise =
+        s.advertise.clone().or_else(|| s.peers.get(&s.node_id).cloned()).unwrap_or_else(|| bound.to_string());
+    let single = s.peers.is_empty();
+    let cfg = ServerConfig {
+        data_dir: s.data_dir.clone(),
+        node_id: s.node_id,
+        advertise_addr: advertise,
+        peers: s.peers.clone(),
+        api: ApiConfig {
+            admin_token: s.admin_token.clone(),
+            jwt_secret,
+            cluster_secret: s.cluster_secret.clone().unwrap_or_default().into_bytes(),
+            max_body_bytes: s.max_body_bytes,
+            max_request_bytes: (s.max_body_bytes * 8).max(1024 * 1024),
+            ws_queue: s.ws_queue,
+            rate_limit_per_user: s.rate_limit_per_user,
+            login_rate_limit: s.login_rate_limit,
+            max_group_members: s.max_group_members,
+        },
+        cache_bytes: s.cache_mb * 1024 * 1024,
+        snapshot_logs_since_last: s.snapshot_every,
+    };
+    let node = Node::start(cfg, listener).await.map_err(|e| e.to_string())?;
+    let state = node.state.clone();
+    let server = tokio::spawn(node.serve(shutdown_signal()));
+    if single && !Node::wait_ready(&state, Duration::from_secs(30)).await {
+        return Err("the node did not become ready within 30 s".into());
+    }
+    tracing::info!(addr = %bound, node_id = s.node_id, data_dir = %s.data_dir.display(), "serving");
+    println!("listening on http://{bound}");
+    let _ = std::io::stdout().flush();
+    match server.await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("server task failed: {e}")),
+    }
+}
+
+/// The JWT key: the flag, else derived from the cluster secret (so every node agrees), else a
+/// random key kept in the data dir (a single node keeps its tokens valid across restarts).
+fn jwt_secret(s: &Settings) -> Result<Vec<u8>, String> {
+    if let Some(j) = &s.jwt_secret {
+        return Ok(j.as_bytes().to_vec());
+    }
+    if let Some(c) = &s.cluster_secret {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(c.as_bytes()).map_err(|e| e.to_string())?;
+        mac.update(b"parley jwt signing key v1");
+        return Ok(mac.finalize().into_bytes().to_vec());
+    }
+    load_or_create_secret(&s.data_dir.join("jwt.secret"))
+}
+
+fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, String> {
+    if let Ok(hexed) = std::fs::read_to_string(path) {
+        return hex::decode(hexed.trim()).map_err(|e| format!("bad {}: {e}", path.display()));
+    }
+    let secret: [u8; 32] = rand::random();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(hex::encode(secret).as_bytes()).and_then(|_| f.sync_all()).map_err(|e| e.to_string())?;
+    Ok(secret.to_vec())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
