@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub api: ApiConfig,
     pub cache_bytes: u64,
     pub snapshot_logs_since_last: u64,
+    /// Join an existing cluster: never initialise one, wait to be added by its leader.
+    pub join: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +74,11 @@ impl Node {
             cluster_secret: cfg.api.cluster_secret.clone(),
             snapshot_logs_since_last: cfg.snapshot_logs_since_last,
         };
-        let raft = RaftNode::start(node_cfg, db, store.clone(), hub.clone()).await?;
+        let raft = if cfg.join {
+            RaftNode::join(node_cfg, db, store.clone(), hub.clone()).await?
+        } else {
+            RaftNode::start(node_cfg, db, store.clone(), hub.clone()).await?
+        };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(2))

@@ -50,6 +50,11 @@ impl Default for ApiConfig {
 
 /// How long reads with `min_cursor` and writes wait for this node to apply.
 pub const APPLY_WAIT: Duration = Duration::from_secs(5);
+/// How long one proposal on this node may wait to commit. A leader cut off from its quorum
+/// never answers on its own; past this the client gets `unavailable` and retries (safe with an
+/// idempotency key). Shorter than the forwarding client's timeout, so a follower forwarding
+/// here hears a clean 503 rather than a timeout.
+pub const COMMIT_WAIT: Duration = Duration::from_secs(8);
 
 pub struct AppState {
     pub cfg: ApiConfig,
@@ -81,10 +86,20 @@ impl AppState {
     }
 
     /// Runs a command through raft on the leader, wherever it is.
+    ///
+    /// A command is sent again (here or to another leader) only when it is known not to be in
+    /// any log: openraft answers `ForwardToLeader` before appending, or after the entry was
+    /// truncated away (it can then never commit); a forward that failed to connect or got 421
+    /// never reached a leader's log. Any other doubt (timeout, connection lost mid-request) is
+    /// answered `unavailable` and left to the client's idempotent retry.
     pub async fn propose(&self, cmd: Command) -> Result<Outcome, ApiError> {
         let deadline = tokio::time::Instant::now() + APPLY_WAIT;
         loop {
-            match self.raft.write(cmd.clone()).await {
+            let written = match tokio::time::timeout(COMMIT_WAIT, self.raft.write(cmd.clone())).await {
+                Ok(written) => written,
+                Err(_) => return Err(ApiError::unavailable("the write was not committed in time")),
+            };
+            match written {
                 Ok(outcome) => return Ok(outcome),
                 Err(WriteError::ForwardToLeader { leader_addr: Some(addr), leader_id })
                     if leader_id != Some(self.raft.node_id()) =>

@@ -207,10 +207,10 @@ fn pull(s: &AppState, user: &AuthUser, out: &Outbox, since: &mut Option<u64>, ca
                 return true;
             }
         };
-        if !updates.is_empty() || first {
-            if !out.push(&json!({"type": "updates", "updates": updates, "cursor": cursor, "more": more})) {
-                return false;
-            }
+        if (!updates.is_empty() || first)
+            && !out.push(&json!({"type": "updates", "updates": updates, "cursor": cursor, "more": more}))
+        {
+            return false;
         }
         first = false;
         from = cursor;

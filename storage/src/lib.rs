@@ -18,6 +18,7 @@
 //! - [`store`]: the sled store and the write transaction.
 //! - [`decide`], [`apply`], [`engine`]: the domain.
 //! - [`query`]: read models (lists, history, sync).
+//! - [`replay`]: offline replay of verified journal entries in large batches.
 pub mod apply;
 pub mod codec;
 pub mod command;
@@ -31,6 +32,7 @@ pub mod outcome;
 pub mod query;
 pub mod records;
 pub mod rejection;
+pub mod replay;
 pub mod store;
 
 pub use command::{Command, CommandKind, Role};

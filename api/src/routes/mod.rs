@@ -1,5 +1,6 @@
 //! Routes, one module per resource, composed into the node's filter.
 
+pub mod admin;
 pub mod conversations;
 pub mod friends;
 pub mod groups;
@@ -32,6 +33,8 @@ pub fn all(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .or(ops::routes(s))
         .unify()
         .or(raft::routes(s))
+        .unify()
+        .or(admin::routes(s))
         .unify()
         .recover(crate::error::recover)
         .unify()

@@ -100,6 +100,10 @@ pub fn cluster_json(s: &AppState) -> serde_json::Value {
         .nodes()
         .map(|(id, node)| json!({"node_id": id, "addr": node.addr, "voter": voters.contains(id)}))
         .collect();
+    // On the leader: the last log index each member is known to hold.
+    let replication = m.replication.as_ref().map(|r| {
+        r.iter().map(|(id, matched)| (id.to_string(), json!(matched.map(|l| l.index)))).collect::<serde_json::Map<_, _>>()
+    });
     json!({
         "node_id": m.id,
         "leader_id": m.current_leader,
@@ -108,6 +112,17 @@ pub fn cluster_json(s: &AppState) -> serde_json::Value {
         "cursor": s.store.applied_cursor(),
         "state": format!("{:?}", m.state),
         "members": members,
+        // Beyond the contract, for operators and the cluster tests: the persisted vote, the
+        // raft log's extent (purged prefix, last index) and the last snapshot.
+        "vote": {
+            "term": m.vote.leader_id.term,
+            "node_id": m.vote.leader_id.voted_for(),
+            "committed": m.vote.committed,
+        },
+        "last_log_index": m.last_log_index.unwrap_or(0),
+        "purged_index": m.purged.map(|l| l.index),
+        "snapshot_index": m.snapshot.map(|l| l.index),
+        "replication": replication,
     })
 }
 

@@ -14,7 +14,7 @@ use warp::{Filter, Reply};
 
 use crate::error::ApiError;
 use crate::http::{body, json as json_reply, with};
-use crate::state::{now_ms, AppState};
+use crate::state::{now_ms, AppState, COMMIT_WAIT};
 
 pub const AUTH_HEADER: &str = "parley-raft-auth";
 const RAFT_BODY_LIMIT: u64 = 512 * 1024 * 1024;
@@ -64,7 +64,11 @@ async fn forwarded_write(s: &AppState, body: &[u8]) -> Result<Response, ApiError
     let mut cmd: Command = serde_json::from_slice(body).map_err(|e| ApiError::invalid(e.to_string()))?;
     // The leader stamps the time.
     cmd.ts = now_ms();
-    match s.raft.write(cmd).await {
+    let written = match tokio::time::timeout(COMMIT_WAIT, s.raft.write(cmd)).await {
+        Ok(written) => written,
+        Err(_) => return Err(ApiError::unavailable("the write was not committed in time")),
+    };
+    match written {
         Ok(outcome) => Ok(json_reply(
             StatusCode::OK,
             &serde_json::to_value(&outcome).map_err(|e| ApiError::internal(e.to_string()))?,
