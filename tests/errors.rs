@@ -1,0 +1,166 @@
+//! The error contract: unknown routes, oversized and malformed bodies, missing auth. Every
+//! error is `{"error":{"code","message"}}` with the right status, never a 500 or a dropped
+//! connection.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_are_not_found() {
+    let api = shared().api();
+    let u = api.user("route").await;
+    let t = Some(u.token.as_str());
+    for (method, path) in [
+        ("GET", "/nope"),
+        ("GET", "/v1/nope"),
+        ("GET", "/v1/users"),
+        ("PATCH", "/v1/me"),
+        ("DELETE", "/v1/me"),
+        ("PUT", "/v1/sessions"),
+        ("DELETE", &format!("/v1/users/{}", u.id) as &str),
+        ("GET", "/v1/friends/requests/x/accept"),
+        ("PUT", "/v1/conversations"),
+        ("POST", "/healthz"),
+        ("GET", "/v1/sessions/current/extra"),
+    ] {
+        let r = api.call(method, path, t, None).await;
+        r.err(404, "not_found");
+        let ct = r.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+        assert!(ct.starts_with("application/json"), "{method} {path}: content-type {ct:?}");
+    }
+    // Without a token too, outside /v1.
+    api.get("/definitely/not/here", None).await.err(404, "not_found");
+}
+
+#[tokio::test]
+async fn bodies_over_one_mib_are_payload_too_large() {
+    let api = shared().api();
+    let u = api.user("huge").await;
+    let server = shared();
+    let filler = "z".repeat(1024 * 1024 + 1024);
+    // Raw requests: the server may answer 413 before reading the body and close; an HTTP
+    // client library can then fail with a broken pipe while still writing and never show the
+    // answer, so the body is written while the response is read.
+    let cases = [
+        ("/v1/users", None, json!({"user_id": uid("huge"), "password": "long enough", "display_name": filler})),
+        ("/v1/friends/requests", Some(&u.token), json!({"to": "someone", "note": filler})),
+    ];
+    for (path, token, body) in cases {
+        let body = serde_json::to_vec(&body).unwrap();
+        let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n",
+            server.addr,
+            body.len()
+        );
+        let (status, json, text) = raw_http(server.addr, &head, body).await;
+        assert_eq!(status, 413, "POST {path} with {} KiB: {text}", filler.len() / 1024);
+        assert_eq!(json["error"]["code"], json!("payload_too_large"), "{text}");
+        assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{text}");
+    }
+    // The server is fine afterwards.
+    api.get("/v1/me", Some(&u.token)).await.ok(200);
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_invalid_request() {
+    let api = shared().api();
+    let a = api.user("mal").await;
+    let b = api.user("malb").await;
+    api.befriend(&a, &b).await;
+    let cid = dm(&a.id, &b.id);
+    let msgs = format!("/v1/conversations/{cid}/messages");
+    let read = format!("/v1/conversations/{cid}/read");
+
+    let garbage: &[&[u8]] = &[b"", b"{", b"not json", b"[]", b"\"str\"", b"null", b"{\"a\":}", b"\xff\xfe"];
+    for path in ["/v1/users", "/v1/sessions", "/v1/friends/requests", msgs.as_str(), read.as_str()] {
+        let token = if path.starts_with("/v1/conversations") || path == "/v1/friends/requests" {
+            Some(a.token.as_str())
+        } else {
+            None
+        };
+        for g in garbage {
+            let r = api.call_raw("POST", path, token, g.to_vec()).await;
+            r.err(400, "invalid_request");
+        }
+        // Missing fields.
+        api.call("POST", path, token, Some(&json!({}))).await.err(400, "invalid_request");
+    }
+    // Wrong types.
+    for body in [
+        json!({"user_id": 12345, "password": "long enough"}),
+        json!({"user_id": uid("t"), "password": 12345678}),
+        json!({"user_id": uid("t"), "password": "long enough", "display_name": 5}),
+        json!({"user_id": uid("t"), "password": ["long enough"]}),
+    ] {
+        api.post("/v1/users", None, body).await.err(400, "invalid_request");
+    }
+    for body in [
+        json!({"user_id": a.id, "password": 1}),
+        json!({"user_id": a.id, "password": a.password, "device": 7}),
+        json!({"password": a.password}),
+    ] {
+        api.post("/v1/sessions", None, body).await.err(400, "invalid_request");
+    }
+    api.post("/v1/friends/requests", Some(&a.token), json!({"to": b.id, "note": 3})).await.err(400, "invalid_request");
+    api.post(&msgs, Some(&a.token), json!({"client_msg_id": 1, "body": "x"})).await.err(400, "invalid_request");
+    api.post(&msgs, Some(&a.token), json!({"client_msg_id": "c", "body": "x", "reply_to": "one"}))
+        .await
+        .err(400, "invalid_request");
+    api.post(&read, Some(&a.token), json!({"seq": 1.5})).await.err(400, "invalid_request");
+    api.post(&read, Some(&a.token), json!({"seq": null})).await.err(400, "invalid_request");
+
+    // None of it was stored.
+    assert_eq!(api.history(&a.token, &cid, "").await["max_seq"], json!(0));
+}
+
+#[tokio::test]
+async fn every_user_endpoint_needs_a_token() {
+    let api = shared().api();
+    let u = api.user("noauth").await;
+    let other = api.user("noautho").await;
+    let cid = dm(&u.id, &other.id);
+    let endpoints: Vec<(&str, String, Option<serde_json::Value>)> = vec![
+        ("GET", "/v1/sessions".into(), None),
+        ("DELETE", "/v1/sessions/current".into(), None),
+        ("DELETE", format!("/v1/sessions/{}", u.session_id), None),
+        ("GET", "/v1/me".into(), None),
+        ("GET", format!("/v1/users/{}", u.id), None),
+        ("POST", "/v1/friends/requests".into(), Some(json!({"to": other.id}))),
+        ("GET", "/v1/friends/requests".into(), None),
+        ("POST", format!("/v1/friends/requests/{}/accept", other.id), None),
+        ("POST", format!("/v1/friends/requests/{}/reject", other.id), None),
+        ("GET", "/v1/friends".into(), None),
+        ("DELETE", format!("/v1/friends/{}", other.id), None),
+        ("PUT", format!("/v1/blocks/{}", other.id), None),
+        ("DELETE", format!("/v1/blocks/{}", other.id), None),
+        ("GET", "/v1/blocks".into(), None),
+        ("GET", "/v1/conversations".into(), None),
+        ("POST", format!("/v1/conversations/{cid}/messages"), Some(json!({"client_msg_id": "c", "body": "x"}))),
+        ("GET", format!("/v1/conversations/{cid}/messages"), None),
+        ("POST", format!("/v1/conversations/{cid}/read"), Some(json!({"seq": 1}))),
+        ("POST", format!("/v1/conversations/{cid}/messages/1/revoke"), None),
+        ("GET", "/v1/sync?since=0".into(), None),
+    ];
+    for (method, path, body) in &endpoints {
+        for token in [None, Some("garbage.token.here")] {
+            let r = api.call(method, path, token, body.as_ref()).await;
+            r.err(401, "unauthorized");
+        }
+    }
+    // Nothing happened: the session still works, no request was made.
+    api.get("/v1/me", Some(&u.token)).await.ok(200);
+    let r = api.get("/v1/friends/requests", Some(&other.token)).await;
+    assert_eq!(r.ok(200)["incoming"], json!([]));
+}
+
+#[tokio::test]
+async fn open_endpoints_need_no_token() {
+    let api = shared().api();
+    api.get("/healthz", None).await.ok(200);
+    api.ready().await;
+    api.get("/metrics", None).await.ok(200);
+    api.get("/v1/cluster", None).await.ok(200);
+}
