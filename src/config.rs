@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// Take a raft snapshot every this many log entries [default: 20000].
     #[arg(long, env = "PARLEY_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
+    /// Join an existing cluster: never initialise one; wait until its leader adds this node
+    /// (`parley members add`). Needs --cluster-secret.
+    #[arg(long, env = "PARLEY_JOIN")]
+    pub join: bool,
 }
 
 /// The same settings as read from a TOML file.
@@ -81,6 +85,7 @@ struct FileConfig {
     advertise: Option<String>,
     cache_mb: Option<u64>,
     snapshot_every: Option<u64>,
+    join: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +98,7 @@ pub enum ConfigError {
     Peers(String),
     #[error("--node-id {0} is not listed in --peers")]
     NodeNotInPeers(u64),
-    #[error("a cluster (--peers) needs --cluster-secret")]
+    #[error("a cluster (--peers or --join) needs --cluster-secret")]
     SecretRequired,
     #[error("{0}")]
     Other(String),
@@ -117,6 +122,7 @@ pub struct Settings {
     pub advertise: Option<String>,
     pub cache_mb: u64,
     pub snapshot_every: u64,
+    pub join: bool,
 }
 
 impl ServeArgs {
@@ -132,6 +138,10 @@ impl ServeArgs {
         };
         let node_id = self.node_id.or(file.node_id).unwrap_or(1);
         let cluster_secret = self.cluster_secret.or(file.cluster_secret).filter(|s| !s.is_empty());
+        let join = self.join || file.join.unwrap_or(false);
+        if join && cluster_secret.is_none() {
+            return Err(ConfigError::SecretRequired);
+        }
         if !peers.is_empty() {
             if !peers.contains_key(&node_id) {
                 return Err(ConfigError::NodeNotInPeers(node_id));
@@ -165,6 +175,7 @@ impl ServeArgs {
             advertise: self.advertise.or(file.advertise),
             cache_mb: self.cache_mb.or(file.cache_mb).unwrap_or(256).max(8),
             snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(20_000).max(1),
+            join,
         })
     }
 }

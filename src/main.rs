@@ -1,7 +1,11 @@
 //! `parley`: the one binary. Parses the command line, sets up tracing, and calls into the
 //! library crates; no product logic lives here.
 
+mod audit;
+mod bench;
+mod cluster;
 mod config;
+mod members;
 mod serve;
 
 use std::process::ExitCode;
@@ -19,6 +23,22 @@ struct Cli {
 enum Command {
     /// Run a node (single node by default; a cluster member with --peers).
     Serve(config::ServeArgs),
+    /// Run a local N-node cluster (child processes) until Ctrl-C.
+    Cluster(cluster::ClusterArgs),
+    /// Add, promote or remove cluster members through any node's admin API.
+    Members(members::MembersArgs),
+    /// Rebuild every projection from the journal, offline, and print the projection digest.
+    Replay(audit::replay::ReplayArgs),
+    /// Audit the journal: verify its hash chain.
+    Audit(audit::AuditArgs),
+    /// Journal entries as JSON lines on stdout (offline).
+    Export(audit::export::ExportArgs),
+    /// Build a new data dir from a full export, verifying its chain.
+    Import(audit::import::ImportArgs),
+    /// Read models as of a past cursor (offline, by replay).
+    State(audit::state::StateArgs),
+    /// Load generator: send, deliver, fanout, catchup, connections (see docs/BENCHMARKS.md).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +51,14 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Cluster(args) => cluster::run(args),
+        Command::Members(args) => members::run(args),
+        Command::Replay(args) => audit::replay::run(args),
+        Command::Audit(args) => audit::run(args),
+        Command::Export(args) => audit::export::run(args),
+        Command::Import(args) => audit::import::run(args),
+        Command::State(args) => audit::state::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

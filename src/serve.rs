@@ -22,7 +22,9 @@ async fn serve(s: Settings) -> Result<(), String> {
     let jwt_secret = jwt_secret(&s)?;
     let advertise =
         s.advertise.clone().or_else(|| s.peers.get(&s.node_id).cloned()).unwrap_or_else(|| bound.to_string());
-    let single = s.peers.is_empty();
+    // A single node bootstraps itself and is ready at once; a cluster member (or a node joining
+    // one) prints its address right after binding, as readiness depends on the other nodes.
+    let single = s.peers.is_empty() && !s.join;
     let cfg = ServerConfig {
         data_dir: s.data_dir.clone(),
         node_id: s.node_id,
@@ -41,6 +43,7 @@ async fn serve(s: Settings) -> Result<(), String> {
         },
         cache_bytes: s.cache_mb * 1024 * 1024,
         snapshot_logs_since_last: s.snapshot_every,
+        join: s.join,
     };
     let node = Node::start(cfg, listener).await.map_err(|e| e.to_string())?;
     let state = node.state.clone();

@@ -27,6 +27,19 @@ struct Claims {
     sid: String,
     iat: u64,
     exp: u64,
+    /// Journal cursor at which the session was created: a node that has not applied it yet
+    /// waits for it instead of refusing a token that was just issued elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cur: Option<u64>,
+}
+
+/// A token whose signature checks out.
+#[derive(Debug, Clone)]
+pub enum Verified {
+    /// Its session is live on this node.
+    Session(AuthUser),
+    /// Its session was created at a cursor this node has not applied yet.
+    Pending { cursor: u64 },
 }
 
 /// The caller of a user endpoint.
@@ -91,27 +104,54 @@ impl Auth {
 
     /// Signs a token for a session.
     pub fn issue(&self, user_id: &str, session_id: &str, now_ms: u64, expires_at_ms: u64) -> Result<String, ApiError> {
+        self.issue_at_cursor(user_id, session_id, now_ms, expires_at_ms, None)
+    }
+
+    /// Signs a token for a session created at journal `cursor`.
+    pub fn issue_at_cursor(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        now_ms: u64,
+        expires_at_ms: u64,
+        cursor: Option<u64>,
+    ) -> Result<String, ApiError> {
         let claims = Claims {
             sub: user_id.to_owned(),
             sid: session_id.to_owned(),
             iat: now_ms / 1000,
             exp: expires_at_ms / 1000,
+            cur: cursor,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| ApiError::internal(format!("could not sign token: {e}")))
     }
 
-    /// Verifies a bearer token against its signature, expiry and the live sessions.
+    /// Verifies a bearer token against its signature, expiry and the live sessions, without
+    /// waiting: a session this node has not applied yet is refused.
     pub fn authenticate(&self, store: &Store, token: Option<&str>) -> Result<AuthUser, ApiError> {
+        match self.verify(store, token)? {
+            Verified::Session(user) => Ok(user),
+            Verified::Pending { .. } => Err(ApiError::unauthorized("session revoked")),
+        }
+    }
+
+    /// Verifies a bearer token; tells apart a revoked session from one not applied here yet.
+    pub fn verify(&self, store: &Store, token: Option<&str>) -> Result<Verified, ApiError> {
         let token = token.ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| ApiError::unauthorized("invalid or expired token"))?;
         let claims = data.claims;
-        let session = store.session(&claims.sid)?.ok_or_else(|| ApiError::unauthorized("session revoked"))?;
+        let Some(session) = store.session(&claims.sid)? else {
+            return match claims.cur {
+                Some(cursor) if cursor > store.applied_cursor() => Ok(Verified::Pending { cursor }),
+                _ => Err(ApiError::unauthorized("session revoked")),
+            };
+        };
         if session.user_id != claims.sub {
             return Err(ApiError::unauthorized("invalid token"));
         }
-        Ok(AuthUser { user_id: claims.sub, session_id: claims.sid })
+        Ok(Verified::Session(AuthUser { user_id: claims.sub, session_id: claims.sid }))
     }
 
     /// Checks the admin token (constant time).
@@ -162,7 +202,7 @@ mod tests {
         assert!(jsonwebtoken::decode::<Claims>(&token, &auth.decoding, &auth.validation).is_err());
         let hs512 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
-            &Claims { sub: "alice".into(), sid: "s1".into(), iat: 0, exp: u64::MAX / 2000 },
+            &Claims { sub: "alice".into(), sid: "s1".into(), iat: 0, exp: u64::MAX / 2000, cur: None },
             &EncodingKey::from_secret(b"secret-one"),
         )
         .unwrap();

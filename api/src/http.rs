@@ -175,8 +175,20 @@ pub async fn respond(state: Arc<AppState>, fut: impl Future<Output = Result<Resp
 
 impl AppState {
     /// The authenticated user of a request.
-    pub fn user(&self, r: &Req) -> Result<AuthUser, ApiError> {
-        self.auth.authenticate(&self.store, r.bearer())
+    pub async fn user(&self, r: &Req) -> Result<AuthUser, ApiError> {
+        self.authenticate_token(r.bearer()).await
+    }
+
+    /// Checks a token; if its session was created at a cursor this node has not applied yet
+    /// (a login on another node a moment ago), waits for it rather than refusing.
+    pub async fn authenticate_token(&self, token: Option<&str>) -> Result<AuthUser, ApiError> {
+        match self.auth.verify(&self.store, token)? {
+            crate::auth::Verified::Session(user) => Ok(user),
+            crate::auth::Verified::Pending { cursor } => {
+                self.wait_applied(cursor).await?;
+                self.auth.authenticate(&self.store, token)
+            }
+        }
     }
 
     /// Honours `?min_cursor=N` on reads.

@@ -45,13 +45,13 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(with(s))
         .and(req())
         .and(warp::ws())
-        .map(|s: Arc<AppState>, r: Req, ws: Ws| upgrade(s, r, ws))
+        .then(|s: Arc<AppState>, r: Req, ws: Ws| upgrade(s, r, ws))
         .boxed()
 }
 
-fn upgrade(s: Arc<AppState>, r: Req, ws: Ws) -> Response {
+async fn upgrade(s: Arc<AppState>, r: Req, ws: Ws) -> Response {
     let token = r.bearer().or_else(|| r.str_param("token"));
-    match s.auth.authenticate(&s.store, token) {
+    match s.authenticate_token(token).await {
         Err(e) => e.into_response(),
         // Frames up to 1 MiB are read so that 64 KiB..1 MiB get a clean 1009 from us.
         Ok(user) => ws

@@ -47,6 +47,14 @@ pub enum WriteError {
     Fatal(Box<Fatal>),
 }
 
+impl WriteError {
+    /// Whether a membership change was refused only because another one is still in progress
+    /// (worth retrying shortly).
+    pub fn membership_in_progress(&self) -> bool {
+        matches!(self, WriteError::Membership(ChangeMembershipError::InProgress(_)))
+    }
+}
+
 // openraft's error types are large (a `StorageError` is over 200 bytes); they are boxed here so
 // every `Result` carrying ours stays small.
 

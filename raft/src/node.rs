@@ -5,6 +5,8 @@
 //!   `Raft`, and bootstrap. A node initialises the cluster only if its storage is pristine (no
 //!   vote, no log, nothing applied): a single node (no peers) with just itself; with peers, only
 //!   the lowest node id, with every member. A restarted node reuses its state.
+//! - **join**: the same without any bootstrap: a new node waits to be added (as a learner) by
+//!   the cluster's leader, and catches up from its log or a snapshot.
 //! - **write**: `client_write`; on a follower the caller gets the leader to forward to.
 //! - **inbound RPCs**: JSON bodies in, JSON bodies out, for the api crate to mount on routes;
 //!   [`RaftNode::authenticate`] checks the body signature with the cluster secret.
@@ -18,7 +20,7 @@ use std::sync::Arc;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use openraft::{BasicNode, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
 use parley_storage::{Command, Outcome, Store};
 use tokio::sync::watch;
 
@@ -34,6 +36,8 @@ pub const HEARTBEAT_MS: u64 = 100;
 pub const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
 pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
 /// Log entries kept behind a snapshot, so slightly lagging followers catch up from the log.
+/// Never more than one snapshot interval (see [`NodeConfig::snapshot_logs_since_last`]), so the
+/// log stays bounded by about two intervals and a small interval really exercises snapshots.
 pub const LOGS_KEPT_BEHIND_SNAPSHOT: u64 = 1000;
 /// Most entries in one append-entries RPC (and so in one apply batch on a follower).
 pub const MAX_PAYLOAD_ENTRIES: u64 = 512;
@@ -78,7 +82,7 @@ impl NodeConfig {
             election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
             election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
-            max_in_snapshot_log_to_keep: LOGS_KEPT_BEHIND_SNAPSHOT,
+            max_in_snapshot_log_to_keep: LOGS_KEPT_BEHIND_SNAPSHOT.min(self.snapshot_logs_since_last),
             max_payload_entries: MAX_PAYLOAD_ENTRIES,
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
             install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
@@ -86,6 +90,19 @@ impl NodeConfig {
         };
         Ok(config.validate()?)
     }
+}
+
+/// A membership change, in this crate's terms (see [`RaftNode::change_members`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Promote these learners to voters.
+    AddVoters(BTreeSet<NodeId>),
+    /// Demote these voters (to learners with `retain`, else out of the cluster).
+    RemoveVoters(BTreeSet<NodeId>),
+    /// Make exactly these nodes (each already a member) the voters.
+    ReplaceVoters(BTreeSet<NodeId>),
+    /// Remove these learners from the cluster.
+    RemoveNodes(BTreeSet<NodeId>),
 }
 
 /// A running raft node. Cheap to clone (every field is a shared handle).
@@ -107,6 +124,32 @@ impl RaftNode {
         db: sled::Db,
         store: Store,
         listener: Arc<dyn ApplyListener>,
+    ) -> Result<RaftNode, RaftError> {
+        Self::open(cfg, db, store, listener, true).await
+    }
+
+    /// Starts raft over `db` like [`RaftNode::start`], but never initialises a cluster: a
+    /// pristine node waits until a leader adds it (`add_learner`), then catches up. Needs the
+    /// cluster secret (the leader's RPCs are signed with it).
+    #[tracing::instrument(skip_all, fields(node_id = cfg.node_id, join = true))]
+    pub async fn join(
+        cfg: NodeConfig,
+        db: sled::Db,
+        store: Store,
+        listener: Arc<dyn ApplyListener>,
+    ) -> Result<RaftNode, RaftError> {
+        if cfg.cluster_secret.is_empty() {
+            return Err(RaftError::Config("a cluster_secret is required to join a cluster".into()));
+        }
+        Self::open(cfg, db, store, listener, false).await
+    }
+
+    async fn open(
+        cfg: NodeConfig,
+        db: sled::Db,
+        store: Store,
+        listener: Arc<dyn ApplyListener>,
+        bootstrap: bool,
     ) -> Result<RaftNode, RaftError> {
         let config = cfg.raft_config()?;
         let mut log_store = LogStore::open(db.clone())?;
@@ -130,6 +173,8 @@ impl RaftNode {
         let initialiser = members.keys().next().copied();
         if !pristine {
             tracing::info!("raft state found on disk; resuming");
+        } else if !bootstrap {
+            tracing::info!("pristine storage; waiting to be added to a cluster");
         } else if initialiser == Some(cfg.node_id) {
             tracing::info!(members = members.len(), "pristine storage; initialising the cluster");
             match node.raft.initialize(members).await {
@@ -210,6 +255,29 @@ impl RaftNode {
     #[tracing::instrument(skip_all, fields(node_id = self.node_id, voters = ?voters))]
     pub async fn change_membership(&self, voters: BTreeSet<NodeId>, retain: bool) -> Result<LogId, WriteError> {
         let response = self.raft.change_membership(voters, retain).await.map_err(|e| self.client_write_error(e))?;
+        Ok(response.log_id)
+    }
+
+    /// Applies a membership change (leader only) and waits until it is committed. With
+    /// `retain`, voters the change removes stay as learners; without, they leave the cluster.
+    #[tracing::instrument(skip_all, fields(node_id = self.node_id, change = ?change))]
+    pub async fn change_members(&self, change: MembershipChange, retain: bool) -> Result<LogId, WriteError> {
+        let change = match change {
+            MembershipChange::AddVoters(ids) => ChangeMembers::AddVoterIds(ids),
+            MembershipChange::RemoveVoters(ids) => ChangeMembers::RemoveVoters(ids),
+            MembershipChange::ReplaceVoters(ids) => ChangeMembers::ReplaceAllVoters(ids),
+            MembershipChange::RemoveNodes(ids) => ChangeMembers::RemoveNodes(ids),
+        };
+        let response = self.raft.change_membership(change, retain).await.map_err(|e| self.client_write_error(e))?;
+        Ok(response.log_id)
+    }
+
+    /// Adds `id` at `addr` as a learner without waiting for it to catch up (leader only); see
+    /// the replication progress in [`RaftNode::metrics`].
+    #[tracing::instrument(skip_all, fields(node_id = self.node_id, learner = id))]
+    pub async fn add_learner_nowait(&self, id: NodeId, addr: &str) -> Result<LogId, WriteError> {
+        let response =
+            self.raft.add_learner(id, BasicNode::new(addr), false).await.map_err(|e| self.client_write_error(e))?;
         Ok(response.log_id)
     }
 

@@ -252,17 +252,23 @@ pub fn decide(tx: &Tx, cmd: &Command) -> Decided {
         }
         CommandKind::Revoke { user_id, conversation_id, seq } => {
             let conv = parse_conv(conversation_id)?;
-            let role = match &conv {
+            let (role, floor) = match &conv {
                 ConversationId::Direct { .. } => {
                     if conv.peer_of(user_id).is_none() {
                         return reject(Rejection::NotMember);
                     }
-                    Role::Member
+                    (Role::Member, 0)
                 }
-                ConversationId::Group(_) => require_member(tx, conversation_id, user_id)?.role,
+                ConversationId::Group(_) => {
+                    let me = require_member(tx, conversation_id, user_id)?;
+                    (me.role, me.joined_seq)
+                }
             };
+            // A group member sees only messages after `joined_seq`: earlier ones do not exist
+            // for them (answering with the record would show its sender, ts and client id).
             let msg: MessageRecord = tx
                 .get_rec(Tree::ConvSeqMessage, &keys::with_u64(conversation_id, *seq))?
+                .filter(|_| *seq > floor)
                 .ok_or_else(|| Rejection::NotFound(format!("no message with seq {seq}")))?;
             if msg.revoked {
                 return Ok(Decision::Unchanged(Reply::Message { message: msg, created: false }));

@@ -28,6 +28,7 @@ pub mod event;
 pub mod ids;
 pub mod journal;
 pub mod keys;
+mod memstate;
 pub mod outcome;
 pub mod query;
 pub mod records;

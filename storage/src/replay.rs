@@ -1,11 +1,13 @@
 //! Offline replay: folds verified journal entries into a store through [`Tx::replay`], the same
-//! `apply` the live node runs, in large batches.
+//! `apply` the live node runs.
 //!
 //! The live node commits each raft batch in one atomic transaction over every tree. A replay
 //! target is a store nobody reads while it is built (a scratch store, a new data dir), so a
-//! [`Replayer`] commits every `batch_entries` entries with [`Tx::commit_unatomic`] (one sled
-//! batch per tree) instead. The projections it builds are byte for byte the live node's (same
-//! `apply`, same encoding), so [`Store::projection_digest`] agrees at every cursor.
+//! [`Replayer`] either commits every `batch_entries` entries with [`Tx::commit_unatomic`] (one
+//! sled batch per tree; import), or builds the projections wholly in memory in one detached
+//! transaction and digests them there ([`Replayer::in_memory`]; `parley replay`), spilling to
+//! the store only past a bound. Either way the projections are byte for byte the live node's
+//! (same `apply`, same encoding), so the projection digest agrees at every cursor.
 //!
 //! Invariants:
 //! - entries are pushed in cursor order, each linking to the previous one ([`Tx::replay`]
@@ -13,12 +15,16 @@
 //! - a replay interrupted half way leaves a store to throw away, never one to resume.
 
 use crate::event::Event;
-use crate::journal::JournalRecord;
+use crate::journal::{Hash, JournalRecord};
 use crate::store::{Head, Store, StoreError, Tx};
 
 /// Entries per commit when the caller has no preference: large enough that the per-commit
 /// cost vanishes, small enough that the in-memory overlay stays a few tens of MiB.
 pub const DEFAULT_BATCH_ENTRIES: usize = 20_000;
+
+/// Buffered writes an in-memory replay holds before it spills to the store (roughly 300 bytes
+/// each: about 3 GiB).
+pub const DEFAULT_SPILL_WRITES: usize = 10_000_000;
 
 /// Applies journal entries to a store in batches.
 pub struct Replayer {
@@ -26,25 +32,77 @@ pub struct Replayer {
     store: Store,
     in_batch: usize,
     batch_entries: usize,
+    /// In memory: one detached transaction, projections only, until it holds this many writes.
+    spill_writes: Option<usize>,
 }
 
 impl Replayer {
     /// Replays onto `store`, whose journal must end where the first pushed entry starts (an
-    /// empty store for a full replay).
+    /// empty store for a full replay), committing every `batch_entries` entries. The journal
+    /// entries are stored too (import).
     pub fn new(store: &Store, batch_entries: usize) -> Replayer {
-        Replayer { tx: None, store: store.clone(), in_batch: 0, batch_entries: batch_entries.max(1) }
+        Replayer {
+            tx: None,
+            store: store.clone(),
+            in_batch: 0,
+            batch_entries: batch_entries.max(1),
+            spill_writes: None,
+        }
+    }
+
+    /// Replays onto an empty `store` wholly in memory ([`Store::begin_detached`]), keeping the
+    /// projections and the head but not the journal: [`Replayer::digest`] then never touches
+    /// sled. Past `spill_writes` buffered writes it commits and goes on in batches of
+    /// `batch_entries`, reading the store.
+    pub fn in_memory(store: &Store, spill_writes: usize, batch_entries: usize) -> Replayer {
+        Replayer {
+            tx: Some(store.begin_detached()),
+            store: store.clone(),
+            in_batch: 0,
+            batch_entries: batch_entries.max(1),
+            spill_writes: Some(spill_writes.max(1)),
+        }
     }
 
     /// Applies one verified entry (`event` decoded from `rec.event`).
     pub fn push(&mut self, rec: &JournalRecord, event: &Event) -> Result<(), StoreError> {
         let store = &self.store;
         let tx = self.tx.get_or_insert_with(|| store.begin());
-        tx.replay(rec, event)?;
-        self.in_batch += 1;
-        if self.in_batch >= self.batch_entries {
-            self.commit()?;
+        match self.spill_writes {
+            Some(limit) => {
+                tx.replay_projections(rec, event)?;
+                if tx.pending_writes() >= limit {
+                    // Too big for memory: from now on, ordinary batches over the store.
+                    self.spill_writes = None;
+                    self.commit()?;
+                }
+            }
+            None => {
+                tx.replay(rec, event)?;
+                self.in_batch += 1;
+                if self.in_batch >= self.batch_entries {
+                    self.commit()?;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Whether everything replayed so far is held in memory (nothing committed yet).
+    pub fn is_in_memory(&self) -> bool {
+        self.spill_writes.is_some()
+    }
+
+    /// The projection digest of everything replayed so far, equal to
+    /// [`Store::projection_digest`] after [`Replayer::finish`].
+    pub fn digest(&mut self) -> Result<Hash, StoreError> {
+        if self.spill_writes.is_some() {
+            if let Some(digest) = self.tx.as_ref().and_then(Tx::projection_digest) {
+                return Ok(digest);
+            }
+        }
+        self.commit()?;
+        self.store.projection_digest()
     }
 
     /// Commits what is pending.
@@ -53,6 +111,8 @@ impl Replayer {
             tx.commit_unatomic()?;
         }
         self.in_batch = 0;
+        // Whatever was in memory is in the store now: later entries read it.
+        self.spill_writes = None;
         Ok(())
     }
 
@@ -85,11 +145,8 @@ mod tests {
     #[test]
     fn batched_replay_matches_the_live_digest() {
         let (_d, live) = temp_store();
-        let reg = |u: &str| CommandKind::Register {
-            user_id: u.into(),
-            display_name: u.into(),
-            password_hash: "x".into(),
-        };
+        let reg =
+            |u: &str| CommandKind::Register { user_id: u.into(), display_name: u.into(), password_hash: "x".into() };
         run(&live, 1, reg("alice"));
         run(&live, 2, reg("bob"));
         run(&live, 3, CommandKind::FriendRequest { from: "alice".into(), to: "bob".into(), note: "hi".into() });
@@ -108,12 +165,16 @@ mod tests {
                 },
             );
         }
-        run(&live, 50, CommandKind::CreateGroup {
-            owner: "alice".into(),
-            name: "g".into(),
-            members: vec!["bob".into()],
-            max_members: 10,
-        });
+        run(
+            &live,
+            50,
+            CommandKind::CreateGroup {
+                owner: "alice".into(),
+                name: "g".into(),
+                members: vec!["bob".into()],
+                max_members: 10,
+            },
+        );
         run(&live, 51, CommandKind::Leave { user_id: "bob".into(), group_id: 1 });
         let live_digest = live.projection_digest().unwrap();
 
@@ -131,6 +192,24 @@ mod tests {
             assert_eq!(head, live.head().unwrap());
             assert_eq!(scratch.projection_digest().unwrap(), live_digest, "batch {batch}");
             assert_eq!(scratch.applied_cursor(), head.cursor);
+        }
+
+        // In memory (and spilling part way at every size), the same digest without a commit,
+        // and the same store after one.
+        for spill in [1, 20, 50, usize::MAX] {
+            let (_d, scratch) = temp_store();
+            let mut r = Replayer::in_memory(&scratch, spill, 7);
+            for item in live.journal_raw(1) {
+                let (cursor, bytes) = item.unwrap();
+                let rec = JournalRecord::decode(cursor, &bytes).unwrap();
+                r.push(&rec, &rec.entry().unwrap().event).unwrap();
+            }
+            assert_eq!(r.is_in_memory(), spill == usize::MAX);
+            assert_eq!(r.digest().unwrap(), live_digest, "spill {spill}");
+            let head = r.finish().unwrap();
+            assert_eq!(head, live.head().unwrap());
+            assert_eq!(scratch.projection_digest().unwrap(), live_digest, "spill {spill}");
+            assert_eq!(scratch.conversations("alice").unwrap().len(), 2);
         }
     }
 

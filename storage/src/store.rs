@@ -19,6 +19,7 @@ use crate::command::Command;
 use crate::event::Event;
 use crate::journal::{Hash, JournalError, JournalRecord, ZERO_HASH};
 use crate::keys::{self, Tree};
+use crate::memstate::MemState;
 use crate::outcome::{Audience, Outcome};
 
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +131,15 @@ impl Store {
 
     /// Starts a write transaction.
     pub fn begin(&self) -> Tx {
-        Tx { store: self.clone(), writes: BTreeMap::new(), head: None, appended: Vec::new() }
+        Tx { store: self.clone(), writes: BTreeMap::new(), head: None, appended: Vec::new(), mem: None }
+    }
+
+    /// Starts a transaction that never reads the store: it holds the whole state in memory.
+    /// Only for an empty store (offline replay into a scratch store): reads see the
+    /// transaction's own writes and nothing else, and [`Tx::projection_digest`] is then the
+    /// digest the store would have after the commit, without committing.
+    pub fn begin_detached(&self) -> Tx {
+        Tx { mem: Some(Box::new(MemState::new())), ..self.begin() }
     }
 
     /// Point read of a projection record.
@@ -289,6 +298,9 @@ pub struct Tx {
     writes: BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>,
     head: Option<Head>,
     appended: Vec<AppliedEntry>,
+    /// Set when detached ([`Store::begin_detached`]): the whole state, used instead of
+    /// `writes`; reads never fall through to the store.
+    mem: Option<Box<MemState>>,
 }
 
 impl Tx {
@@ -297,6 +309,9 @@ impl Tx {
     }
 
     pub(crate) fn get(&self, t: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(mem) = &self.mem {
+            return Ok(mem.get(t, key));
+        }
         if let Some(v) = self.writes.get(&(t, key.to_vec())) {
             return Ok(v.clone());
         }
@@ -309,6 +324,9 @@ impl Tx {
         T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
             + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
     {
+        if let Some(mem) = &self.mem {
+            return Ok(mem.get_ref(t, key).map(codec::decode).transpose()?);
+        }
         match self.get(t, key)? {
             Some(b) => Ok(Some(codec::decode(&b)?)),
             None => Ok(None),
@@ -316,10 +334,16 @@ impl Tx {
     }
 
     pub(crate) fn contains(&self, t: Tree, key: &[u8]) -> Result<bool, StoreError> {
+        if let Some(mem) = &self.mem {
+            return Ok(mem.get_ref(t, key).is_some());
+        }
         Ok(self.get(t, key)?.is_some())
     }
 
     pub(crate) fn put(&mut self, t: Tree, key: Vec<u8>, value: Vec<u8>) {
+        if let Some(mem) = &mut self.mem {
+            return mem.put(t, key, value);
+        }
         self.writes.insert((t, key), Some(value));
     }
 
@@ -338,12 +362,18 @@ impl Tx {
     }
 
     pub(crate) fn remove(&mut self, t: Tree, key: Vec<u8>) {
+        if let Some(mem) = &mut self.mem {
+            return mem.remove(t, &key);
+        }
         self.writes.insert((t, key), None);
     }
 
     /// All `(key, value)` pairs whose key starts with `prefix`, merged with pending writes, in
     /// key order.
     pub(crate) fn scan_prefix(&self, t: Tree, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        if let Some(mem) = &self.mem {
+            return Ok(mem.scan_prefix(t, prefix));
+        }
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for kv in self.store.tree(t).scan_prefix(prefix) {
             let (k, v) = kv?;
@@ -401,11 +431,17 @@ impl Tx {
 
     /// Replays a verified journal entry (offline replay / import) through the same `apply`.
     pub fn replay(&mut self, rec: &JournalRecord, event: &Event) -> Result<(), StoreError> {
+        self.put_rec(Tree::CursorEntry, keys::u64_key(rec.cursor).to_vec(), rec);
+        self.replay_projections(rec, event)
+    }
+
+    /// Like [`Tx::replay`] but keeps no copy of the journal entry: projections and head only
+    /// (offline replay into a scratch store only needs those).
+    pub fn replay_projections(&mut self, rec: &JournalRecord, event: &Event) -> Result<(), StoreError> {
         let head = self.head()?;
         if rec.cursor != head.cursor + 1 || rec.prev_hash != head.hash {
             return Err(JournalError::BrokenLink { cursor: rec.cursor, prev: head.cursor }.into());
         }
-        self.put_rec(Tree::CursorEntry, keys::u64_key(rec.cursor).to_vec(), rec);
         let new_head = Head { cursor: rec.cursor, hash: rec.hash, ts: rec.ts };
         self.put(Tree::Meta, META_HEAD.as_bytes().to_vec(), new_head.encode());
         self.head = Some(new_head);
@@ -419,9 +455,16 @@ impl Tx {
         crate::engine::execute(self, cmd)
     }
 
+    /// For a detached transaction ([`Store::begin_detached`]), the digest
+    /// [`Store::projection_digest`] gives after the commit, computed in memory; `None` for an
+    /// ordinary one.
+    pub fn projection_digest(&self) -> Option<Hash> {
+        self.mem.as_ref().map(|m| m.projection_digest())
+    }
+
     /// Number of buffered writes (lets callers bound a batch).
     pub fn pending_writes(&self) -> usize {
-        self.writes.len()
+        self.mem.as_ref().map_or(self.writes.len(), |m| m.len())
     }
 
     /// Commits all writes with one sled batch per tree: atomic within each tree, **not** across
@@ -430,7 +473,10 @@ impl Tx {
     /// the live node always uses [`Tx::commit`]. Much faster than one transaction over every
     /// tree for large batches; the stored bytes are the same.
     pub fn commit_unatomic(self) -> Result<Vec<AppliedEntry>, StoreError> {
-        let Tx { store, writes, head, appended } = self;
+        let Tx { store, mut writes, head, appended, mem } = self;
+        if let Some(mem) = mem {
+            writes = mem.into_writes();
+        }
         let mut batches: Vec<sled::Batch> = Tree::ALL.iter().map(|_| sled::Batch::default()).collect();
         for ((t, k), v) in writes {
             match v {
@@ -453,7 +499,10 @@ impl Tx {
 
     /// Commits all writes in one atomic sled transaction over every tree.
     pub fn commit(self) -> Result<Vec<AppliedEntry>, StoreError> {
-        let Tx { store, writes, head, appended } = self;
+        let Tx { store, mut writes, head, appended, mem } = self;
+        if let Some(mem) = mem {
+            writes = mem.into_writes();
+        }
         if !writes.is_empty() {
             let trees = store.inner.trees.as_slice();
             trees

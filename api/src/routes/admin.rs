@@ -94,17 +94,15 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(req())
         .and(body(ADMIN_BODY_LIMIT))
         .then(|s: Arc<AppState>, r: Req, b| async move {
-            respond(s.clone(), admin(s, r, Method::PUT, "/v1/admin/cluster/membership".into(), b, Op::Membership))
-                .await
+            respond(s.clone(), admin(s, r, Method::PUT, "/v1/admin/cluster/membership".into(), b, Op::Membership)).await
         });
-    let remove = warp::path!("v1" / "admin" / "cluster" / "nodes" / u64)
-        .and(warp::delete())
-        .and(with(s))
-        .and(req())
-        .then(|id: u64, s: Arc<AppState>, r: Req| async move {
-            let path = format!("/v1/admin/cluster/nodes/{id}");
-            respond(s.clone(), admin(s, r, Method::DELETE, path, Ok(Bytes::new()), Op::Remove(id))).await
-        });
+    let remove =
+        warp::path!("v1" / "admin" / "cluster" / "nodes" / u64).and(warp::delete()).and(with(s)).and(req()).then(
+            |id: u64, s: Arc<AppState>, r: Req| async move {
+                let path = format!("/v1/admin/cluster/nodes/{id}");
+                respond(s.clone(), admin(s, r, Method::DELETE, path, Ok(Bytes::new()), Op::Remove(id))).await
+            },
+        );
     learners.or(voters).unify().or(membership).unify().or(remove).unify().boxed()
 }
 
@@ -236,7 +234,9 @@ async fn change(
     let unknown: Vec<u64> =
         new.iter().copied().filter(|id| m.membership_config.membership().get_node(id).is_none()).collect();
     if !unknown.is_empty() {
-        return Err(ApiError::not_found(format!("not members of the cluster (add them as learners first): {unknown:?}")));
+        return Err(ApiError::not_found(format!(
+            "not members of the cluster (add them as learners first): {unknown:?}"
+        )));
     }
     let target = s.raft.raft().with_raft_state(|st| st.committed.map(|l| l.index)).await.ok().flatten().unwrap_or(0);
     if !wait_caught_up(s, &new, target, wait).await {
@@ -280,9 +280,9 @@ async fn wait_caught_up(s: &AppState, ids: &BTreeSet<u64>, index: u64, wait: Dur
             let done = {
                 let m = rx.borrow_and_update();
                 match &m.replication {
-                    Some(progress) => ids.iter().all(|id| {
-                        progress.get(id).copied().flatten().is_some_and(|matched| matched.index >= index)
-                    }),
+                    Some(progress) => ids
+                        .iter()
+                        .all(|id| progress.get(id).copied().flatten().is_some_and(|matched| matched.index >= index)),
                     None => return false,
                 }
             };

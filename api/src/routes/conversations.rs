@@ -55,7 +55,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
 
 async fn list(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     s.read_gate(&r).await?;
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     // Read the cursor first: the list reflects at least this much, so syncing from it later
     // cannot miss anything (it may repeat a little, which clients dedupe by cursor).
     let cursor = s.store.applied_cursor();
@@ -104,7 +104,7 @@ pub async fn send_message(
 }
 
 async fn send(s: Arc<AppState>, r: Req, conv: String, b: Result<bytes::Bytes, ApiError>) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let conv = segment(&conv)?;
     let b: SendBody = parse(b)?;
     let (cursor, reply) = send_message(&s, &me.user_id, conv, b).await?;
@@ -132,7 +132,7 @@ pub fn visible_floor(s: &AppState, user: &str, conv_id: &str) -> Result<u64, Api
 
 async fn history(s: Arc<AppState>, r: Req, conv: String) -> Result<Response, ApiError> {
     s.read_gate(&r).await?;
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let conv = segment(&conv)?;
     let floor = visible_floor(&s, &me.user_id, &conv)?;
     let limit = match r.u64_param("limit")? {
@@ -169,7 +169,7 @@ pub async fn mark_read(
 }
 
 async fn read(s: Arc<AppState>, r: Req, conv: String, b: Result<bytes::Bytes, ApiError>) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let conv = segment(&conv)?;
     let b: ReadBody = parse(b)?;
     let (cursor, read_seq, unread) = mark_read(&s, &me.user_id, conv, b.seq).await?;
@@ -177,7 +177,7 @@ async fn read(s: Arc<AppState>, r: Req, conv: String, b: Result<bytes::Bytes, Ap
 }
 
 async fn revoke(s: Arc<AppState>, r: Req, conv: String, seq: String) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let conv = segment(&conv)?;
     let seq: u64 = seq.parse().map_err(|_| ApiError::invalid("seq must be a positive integer"))?;
     let (cursor, reply) = s.submit(CommandKind::Revoke { user_id: me.user_id, conversation_id: conv, seq }).await?;

@@ -87,7 +87,7 @@ struct RequestBody {
 }
 
 async fn request(s: Arc<AppState>, r: Req, b: Result<bytes::Bytes, ApiError>) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let b: RequestBody = parse(b)?;
     let (cursor, reply) =
         s.submit(CommandKind::FriendRequest { from: me.user_id, to: b.to, note: b.note.unwrap_or_default() }).await?;
@@ -104,7 +104,7 @@ async fn request(s: Arc<AppState>, r: Req, b: Result<bytes::Bytes, ApiError>) ->
 
 async fn requests(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     s.read_gate(&r).await?;
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let (incoming, outgoing) = s.store.friend_requests(&me.user_id)?;
     let incoming: Vec<_> =
         incoming.into_iter().map(|(from, q)| json!({"from": from, "note": q.note, "ts": q.ts})).collect();
@@ -113,7 +113,7 @@ async fn requests(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
 }
 
 async fn answer(s: Arc<AppState>, r: Req, from: String, accept: bool) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let from = segment(&from)?;
     if accept {
         let (cursor, _) = s.submit(CommandKind::AcceptFriend { user_id: me.user_id, from: from.clone() }).await?;
@@ -126,21 +126,21 @@ async fn answer(s: Arc<AppState>, r: Req, from: String, accept: bool) -> Result<
 
 async fn friends(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     s.read_gate(&r).await?;
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let friends: Vec<_> =
         s.store.friends(&me.user_id)?.into_iter().map(|(u, since)| json!({"user_id": u, "since": since})).collect();
     Ok(json_reply(StatusCode::OK, &json!({ "friends": friends })))
 }
 
 async fn remove(s: Arc<AppState>, r: Req, other: String) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let other = segment(&other)?;
     let (cursor, _) = s.submit(CommandKind::RemoveFriend { user_id: me.user_id, other }).await?;
     Ok(no_content(cursor))
 }
 
 async fn set_block(s: Arc<AppState>, r: Req, target: String, on: bool) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let target = segment(&target)?;
     let kind = if on {
         CommandKind::Block { user_id: me.user_id, target }
@@ -153,6 +153,6 @@ async fn set_block(s: Arc<AppState>, r: Req, target: String, on: bool) -> Result
 
 async fn list_blocks(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     s.read_gate(&r).await?;
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     Ok(json_reply(StatusCode::OK, &json!({ "blocked": s.store.blocks(&me.user_id)? })))
 }

@@ -135,7 +135,7 @@ struct CreateBody {
 }
 
 async fn create(s: Arc<AppState>, r: Req, b: Body) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let b: CreateBody = parse(b)?;
     let kind = CommandKind::CreateGroup {
         owner: me.user_id,
@@ -149,7 +149,7 @@ async fn create(s: Arc<AppState>, r: Req, b: Body) -> Result<Response, ApiError>
 
 async fn mine(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     s.read_gate(&r).await?;
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let mut groups = Vec::new();
     for g in s.store.groups_of(&me.user_id)? {
         groups.push(group_json(&s, g)?);
@@ -159,13 +159,16 @@ async fn mine(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
 
 async fn get(s: Arc<AppState>, r: Req, g: String) -> Result<Response, ApiError> {
     s.read_gate(&r).await?;
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let g = gid(&g)?;
-    let v = group_json(&s, g)?;
+    if s.store.group(g)?.is_none() {
+        return Err(ApiError::not_found(format!("no group {g}")));
+    }
+    // Refuse outsiders before rendering a roster of up to `max_group_members`.
     if s.store.member(&format!("g:{g}"), &me.user_id)?.is_none() {
         return Err(ApiError::not_member());
     }
-    Ok(json_reply(StatusCode::OK, &v))
+    Ok(json_reply(StatusCode::OK, &group_json(&s, g)?))
 }
 
 #[derive(Deserialize)]
@@ -175,7 +178,7 @@ struct UpdateBody {
 }
 
 async fn update(s: Arc<AppState>, r: Req, g: String, b: Body) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let group_id = gid(&g)?;
     let b: UpdateBody = parse(b)?;
     let (cursor, reply) =
@@ -184,7 +187,7 @@ async fn update(s: Arc<AppState>, r: Req, g: String, b: Body) -> Result<Response
 }
 
 async fn dismiss(s: Arc<AppState>, r: Req, g: String) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let group_id = gid(&g)?;
     let (cursor, _) = s.submit(CommandKind::Dismiss { actor: me.user_id, group_id }).await?;
     Ok(no_content(cursor))
@@ -196,7 +199,7 @@ struct AddBody {
 }
 
 async fn add(s: Arc<AppState>, r: Req, g: String, b: Body) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let group_id = gid(&g)?;
     let b: AddBody = parse(b)?;
     let kind = CommandKind::AddMembers {
@@ -210,14 +213,14 @@ async fn add(s: Arc<AppState>, r: Req, g: String, b: Body) -> Result<Response, A
 }
 
 async fn kick(s: Arc<AppState>, r: Req, g: String, u: String) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let group_id = gid(&g)?;
     let (cursor, _) = s.submit(CommandKind::Kick { actor: me.user_id, group_id, user_id: segment(&u)? }).await?;
     Ok(no_content(cursor))
 }
 
 async fn leave(s: Arc<AppState>, r: Req, g: String) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let group_id = gid(&g)?;
     let (cursor, _) = s.submit(CommandKind::Leave { user_id: me.user_id, group_id }).await?;
     Ok(no_content(cursor))
@@ -229,7 +232,7 @@ struct RoleBody {
 }
 
 async fn role(s: Arc<AppState>, r: Req, g: String, u: String, b: Body) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let group_id = gid(&g)?;
     let b: RoleBody = parse(b)?;
     let role = match b.role.as_str() {
@@ -248,7 +251,7 @@ struct TransferBody {
 }
 
 async fn transfer(s: Arc<AppState>, r: Req, g: String, b: Body) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let group_id = gid(&g)?;
     let b: TransferBody = parse(b)?;
     let (cursor, reply) = s.submit(CommandKind::Transfer { actor: me.user_id, group_id, to: b.to }).await?;
@@ -261,7 +264,7 @@ struct MuteBody {
 }
 
 async fn mute(s: Arc<AppState>, r: Req, g: String, u: String, b: Body) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let group_id = gid(&g)?;
     let b: MuteBody = parse(b)?;
     let (cursor, _) = s

@@ -102,7 +102,9 @@ pub fn cluster_json(s: &AppState) -> serde_json::Value {
         .collect();
     // On the leader: the last log index each member is known to hold.
     let replication = m.replication.as_ref().map(|r| {
-        r.iter().map(|(id, matched)| (id.to_string(), json!(matched.map(|l| l.index)))).collect::<serde_json::Map<_, _>>()
+        r.iter()
+            .map(|(id, matched)| (id.to_string(), json!(matched.map(|l| l.index))))
+            .collect::<serde_json::Map<_, _>>()
     });
     json!({
         "node_id": m.id,

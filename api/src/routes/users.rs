@@ -117,7 +117,7 @@ async fn login(s: Arc<AppState>, b: Result<bytes::Bytes, ApiError>) -> Result<Re
             expires_at,
         })
         .await?;
-    let token = s.auth.issue(&b.user_id, &session_id, now, expires_at)?;
+    let token = s.auth.issue_at_cursor(&b.user_id, &session_id, now, expires_at, Some(cursor))?;
     Ok(written(
         StatusCode::CREATED,
         json!({"token": token, "session_id": session_id, "expires_at": expires_at, "user_id": b.user_id}),
@@ -131,7 +131,7 @@ fn random_id() -> String {
 
 async fn sessions(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     s.read_gate(&r).await?;
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let now = now_ms();
     let sessions: Vec<_> = s
         .store
@@ -147,7 +147,7 @@ async fn sessions(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
 }
 
 async fn revoke(s: Arc<AppState>, r: Req, sid: String) -> Result<Response, ApiError> {
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let sid = segment(&sid)?;
     let session_id = if sid == "current" { me.session_id.clone() } else { sid };
     let (cursor, _) = s.submit(CommandKind::RevokeSession { user_id: me.user_id, session_id }).await?;
@@ -156,14 +156,14 @@ async fn revoke(s: Arc<AppState>, r: Req, sid: String) -> Result<Response, ApiEr
 
 async fn me(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     s.read_gate(&r).await?;
-    let me = s.user(&r)?;
+    let me = s.user(&r).await?;
     let user = s.store.user(&me.user_id)?.ok_or_else(|| ApiError::unauthorized("user no longer exists"))?;
     Ok(json_reply(StatusCode::OK, &json!({"user_id": me.user_id, "display_name": user.display_name})))
 }
 
 async fn profile(s: Arc<AppState>, r: Req, uid: String) -> Result<Response, ApiError> {
     s.read_gate(&r).await?;
-    s.user(&r)?;
+    s.user(&r).await?;
     let uid = segment(&uid)?;
     let user = s.store.user(&uid)?.ok_or_else(|| ApiError::not_found(format!("no user {uid}")))?;
     Ok(json_reply(StatusCode::OK, &json!({"user_id": uid, "display_name": user.display_name})))

@@ -1,0 +1,74 @@
+# Shared helpers for the benchmark scripts (sourced, not run): start and stop local Parley
+# nodes for a measurement. Every process started here is remembered in BENCH_PIDS and stopped
+# by bench_stop_all (call it from an EXIT trap). Traffic stays on 127.0.0.1.
+
+BENCH_PIDS=()
+
+# The parley binary to measure: $PARLEY, else target/release/parley (built when missing).
+bench_parley_bin() {
+  PARLEY=${PARLEY:-$PWD/target/release/parley}
+  if [[ ! -x $PARLEY ]]; then
+    echo "building $PARLEY (cargo build --release) ..." >&2
+    cargo build --release --bin parley >&2
+  fi
+}
+
+# Waits until GET $1 answers 200 (at most $2 seconds, default 60).
+bench_wait_200() {
+  local url=$1 limit=${2:-60} i
+  for ((i = 0; i < limit * 10; i++)); do
+    if [[ $(curl -s -o /dev/null -w '%{http_code}' "$url" 2>/dev/null) == 200 ]]; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "no 200 from $url within ${limit}s" >&2
+  return 1
+}
+
+# bench_start_single DIR PORT [serve flags...]: one node at http://127.0.0.1:PORT.
+bench_start_single() {
+  local dir=$1 port=$2
+  shift 2
+  mkdir -p "$dir"
+  (ulimit -n 65536 2>/dev/null || true
+   exec "$PARLEY" serve --data-dir "$dir/single" --http "127.0.0.1:$port" --admin-token bench \
+     --rate-limit-per-user 0 "$@" >"$dir/single.out" 2>"$dir/single.log") &
+  BENCH_PIDS+=($!)
+  bench_wait_200 "http://127.0.0.1:$port/readyz"
+}
+
+# bench_start_cluster DIR BASE_PORT [serve flags...]: three nodes at BASE_PORT..BASE_PORT+2.
+bench_start_cluster() {
+  local dir=$1 base=$2 i peers=""
+  shift 2
+  mkdir -p "$dir"
+  for i in 1 2 3; do peers+="${peers:+,}$i=127.0.0.1:$((base + i - 1))"; done
+  for i in 1 2 3; do
+    (ulimit -n 65536 2>/dev/null || true
+     exec "$PARLEY" serve --data-dir "$dir/node$i" --http "127.0.0.1:$((base + i - 1))" --node-id "$i" \
+       --peers "$peers" --cluster-secret bench-cluster-secret --admin-token bench --rate-limit-per-user 0 "$@" \
+       >"$dir/node$i.out" 2>"$dir/node$i.log") &
+    BENCH_PIDS+=($!)
+  done
+  for i in 1 2 3; do bench_wait_200 "http://127.0.0.1:$((base + i - 1))/readyz" 90; done
+}
+
+# Stops every process started by these helpers (SIGTERM, then SIGKILL after 10 s).
+bench_stop_all() {
+  local pid i
+  for pid in "${BENCH_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${BENCH_PIDS[@]}"; do
+    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  BENCH_PIDS=()
+}
+
+# The machine, for the record.
+bench_machine() {
+  echo "cores: $(nproc), memory: $(free -h | awk '/^Mem:/ {print $2}'), kernel: $(uname -r)"
+  echo "disk: $(df -h "$PWD" | awk 'NR == 2 {print $1 ", " $2 " total, " $4 " free"}')"
+  echo "cpu: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+}

@@ -1,0 +1,194 @@
+//! The whole projection state in memory, for a detached [`crate::store::Tx`]
+//! ([`crate::store::Store::begin_detached`]): offline replay builds it without touching sled.
+//!
+//! One hash map per tree makes point reads and writes O(1) whatever the size (a single ordered
+//! map of millions of keys spends its time in cache misses). Ordered access is needed only by
+//! `apply`'s prefix scans (a few trees, rare events) and by the digest: each tree gets an
+//! ordered key index the first time it is scanned, maintained from then on; the digest sorts.
+//!
+//! Invariant: holds exactly what the store would hold after committing, so there are no
+//! tombstones: a removed key is simply absent.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::journal::Hash;
+use crate::keys::Tree;
+use crate::store::KeyValue;
+
+/// A fast non-cryptographic hasher for keys we wrote ourselves (the Fx hash of rustc, with
+/// its final rotation so the high bits hashbrown groups by are mixed). Never exposed to
+/// untrusted input that could aim for collisions: replay keys come from a verified journal.
+#[derive(Default, Clone, Copy)]
+struct FxHasher {
+    hash: u64,
+}
+
+const FX_SEED: u64 = 0xf135_7aea_2e62_a9c5;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash ^ word).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash.rotate_left(26)
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+#[derive(Default)]
+pub(crate) struct MemState {
+    trees: Vec<FastMap<Vec<u8>, Vec<u8>>>,
+    /// Ordered keys of the trees scanned so far (built on first scan).
+    index: RefCell<Vec<Option<BTreeSet<Vec<u8>>>>>,
+}
+
+impl MemState {
+    pub(crate) fn new() -> MemState {
+        MemState {
+            trees: Tree::ALL.iter().map(|_| FastMap::default()).collect(),
+            index: RefCell::new(Tree::ALL.iter().map(|_| None).collect()),
+        }
+    }
+
+    pub(crate) fn get(&self, t: Tree, key: &[u8]) -> Option<Vec<u8>> {
+        self.get_ref(t, key).map(<[u8]>::to_vec)
+    }
+
+    pub(crate) fn get_ref(&self, t: Tree, key: &[u8]) -> Option<&[u8]> {
+        self.trees[t.index()].get(key).map(Vec::as_slice)
+    }
+
+    pub(crate) fn put(&mut self, t: Tree, key: Vec<u8>, value: Vec<u8>) {
+        let i = t.index();
+        match self.trees[i].entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                e.insert(value);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                if let Some(ix) = self.index.get_mut()[i].as_mut() {
+                    ix.insert(e.key().clone());
+                }
+                e.insert(value);
+            }
+        }
+    }
+
+    pub(crate) fn remove(&mut self, t: Tree, key: &[u8]) {
+        let i = t.index();
+        if self.trees[i].remove(key).is_some() {
+            if let Some(ix) = self.index.get_mut()[i].as_mut() {
+                ix.remove(key);
+            }
+        }
+    }
+
+    /// `(key, value)` pairs whose key starts with `prefix`, in key order.
+    pub(crate) fn scan_prefix(&self, t: Tree, prefix: &[u8]) -> Vec<KeyValue> {
+        let i = t.index();
+        let map = &self.trees[i];
+        let mut index = self.index.borrow_mut();
+        let ix = index[i].get_or_insert_with(|| map.keys().cloned().collect());
+        ix.range(prefix.to_vec()..)
+            .take_while(|k| k.starts_with(prefix))
+            .filter_map(|k| map.get(k).map(|v| (k.clone(), v.clone())))
+            .collect()
+    }
+
+    /// Number of records held.
+    pub(crate) fn len(&self) -> usize {
+        self.trees.iter().map(FastMap::len).sum()
+    }
+
+    /// The same digest as [`crate::store::Store::projection_digest`] over a store holding
+    /// exactly this state.
+    pub(crate) fn projection_digest(&self) -> Hash {
+        use sha2::{Digest, Sha256};
+        let trees: Vec<Tree> = Tree::ALL.into_iter().filter(|t| t.is_projection()).collect();
+        let maps = &self.trees;
+        let sort = |t: &Tree| {
+            let mut kvs: Vec<(&Vec<u8>, &Vec<u8>)> = maps[t.index()].iter().collect();
+            kvs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            kvs
+        };
+        // The bytes hashed are exactly those of `Store::projection_digest`, gathered into large
+        // chunks (many tiny updates cost more than the hashing). Sorting dominates: two
+        // threads sort alternate trees, in order, while this one hashes each as it comes.
+        let mut h = Sha256::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 17);
+        std::thread::scope(|s| {
+            let lanes: Vec<_> = (0..2)
+                .map(|lane| {
+                    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                    let mine: Vec<&Tree> = trees.iter().skip(lane).step_by(2).collect();
+                    s.spawn(move || {
+                        for t in mine {
+                            if tx.send(sort(t)).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    rx
+                })
+                .collect();
+            for (i, t) in trees.iter().enumerate() {
+                buf.extend_from_slice(t.name().as_bytes());
+                buf.push(0xff);
+                // A lane only stops early if it panicked, which `scope` re-raises on exit.
+                let kvs = lanes[i % 2].recv().unwrap_or_default();
+                for (k, v) in kvs {
+                    buf.extend_from_slice(&(k.len() as u64).to_be_bytes());
+                    buf.extend_from_slice(k);
+                    buf.extend_from_slice(&(v.len() as u64).to_be_bytes());
+                    buf.extend_from_slice(v);
+                    if buf.len() >= 1 << 16 {
+                        h.update(&buf);
+                        buf.clear();
+                    }
+                }
+            }
+        });
+        h.update(&buf);
+        h.update(self.get_ref(Tree::Meta, crate::apply::META_NEXT_GROUP.as_bytes()).unwrap_or_default());
+        h.finalize().into()
+    }
+
+    /// The state as a transaction's write set.
+    pub(crate) fn into_writes(self) -> BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>> {
+        let mut out = BTreeMap::new();
+        for (t, map) in Tree::ALL.into_iter().zip(self.trees) {
+            for (k, v) in map {
+                out.insert((t, k), Some(v));
+            }
+        }
+        out
+    }
+}

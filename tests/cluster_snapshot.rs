@@ -1,0 +1,151 @@
+//! Snapshots and log purge: with a small `--snapshot-every`, a follower that was paused
+//! (SIGSTOP) or down (SIGKILL) while 1,000 entries were written finds the log it needs purged
+//! on the leader, catches up by snapshot, and ends with the leader's journal (same cursor, same
+//! head hash, same projection digest) and the same sync stream.
+
+mod cluster_support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cluster_support::*;
+use serde_json::Value;
+
+const SNAPSHOT_EVERY: u64 = 100;
+
+struct Setup {
+    leader: u64,
+    follower: u64,
+    other: u64,
+    users: Vec<User>,
+    readers: BTreeMap<String, User>,
+}
+
+async fn setup(c: &Cluster, tag: &str) -> Setup {
+    let http = &c.http;
+    let ids = c.ids();
+    let (leader, _) = c.wait_leader(&ids).await;
+    let followers: Vec<u64> = ids.iter().copied().filter(|i| *i != leader).collect();
+    let bases: Vec<String> = ids.iter().map(|i| c.url(*i)).collect();
+    let ann = user(http, &c.url(leader), &format!("ann_{tag}")).await;
+    let ben = user(http, &c.url(followers[1]), &format!("ben_{tag}")).await;
+    applied_everywhere(http, &bases, ann.cursor.max(ben.cursor)).await;
+    befriend(http, &c.url(leader), &c.url(followers[1]), &ann, &ben).await;
+    let mut readers = BTreeMap::new();
+    readers.insert(dm(&ann.id, &ben.id), ann.clone());
+    Setup { leader, follower: followers[0], other: followers[1], users: vec![ann, ben], readers }
+}
+
+/// `n` messages from four senders through the leader and the other follower.
+async fn write(c: &Cluster, s: &Setup, n: usize, tag: &str) -> Vec<Ack> {
+    let conv = dm(&s.users[0].id, &s.users[1].id);
+    let senders: Vec<Sender> = (0..4)
+        .map(|i| {
+            let bases =
+                if i % 2 == 1 { vec![c.url(s.other), c.url(s.leader)] } else { vec![c.url(s.leader), c.url(s.other)] };
+            Sender { user: s.users[i % 2].clone(), conv: conv.clone(), bases }
+        })
+        .collect();
+    let started = Instant::now();
+    let acks = Load::start(&c.http, senders, tag, Some(n / 4)).finish().await;
+    println!(
+        "{} messages acknowledged in {} ms ({:.0}/s)",
+        acks.len(),
+        ms(started.elapsed()),
+        acks.len() as f64 / started.elapsed().as_secs_f64()
+    );
+    acks
+}
+
+async fn raft_log(c: &Cluster, id: u64) -> (u64, u64, Option<u64>) {
+    let info = c.info(id).await.expect("cluster info");
+    (
+        info["last_log_index"].as_u64().unwrap(),
+        info["purged_index"].as_u64().unwrap_or(0),
+        info["snapshot_index"].as_u64(),
+    )
+}
+
+/// Everything a user's sync returns from node `id`, from cursor 0.
+async fn full_sync(c: &Cluster, id: u64, u: &User) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut since = 0;
+    loop {
+        let (s, b) = get(&c.http, &format!("{}/v1/sync?since={since}&limit=1000", c.url(id)), Some(&u.token)).await;
+        assert_eq!(s, 200, "{b}");
+        out.extend(b["updates"].as_array().unwrap().iter().cloned());
+        since = b["cursor"].as_u64().unwrap();
+        if !b["more"].as_bool().unwrap() {
+            return out;
+        }
+    }
+}
+
+/// The follower's needed log is purged on the leader; the log stays bounded.
+async fn assert_needs_snapshot(c: &Cluster, s: &Setup, follower_last_log: u64) {
+    let (last, purged, snapshot) = raft_log(c, s.leader).await;
+    println!("leader raft log: last index {last}, purged up to {purged}, snapshot at {snapshot:?}; follower stopped at {follower_last_log}");
+    assert!(snapshot.is_some(), "the leader has taken no snapshot");
+    assert!(purged > follower_last_log + 1, "the leader still has the log the follower needs: purged {purged}");
+    assert!(last - purged <= 4 * SNAPSHOT_EVERY, "raft log not bounded: {} entries kept", last - purged);
+}
+
+async fn assert_identical(c: &Cluster, s: &Setup, acks: &[Ack]) {
+    let ids = c.ids();
+    let heads: Vec<_> = {
+        let mut v = Vec::new();
+        for id in &ids {
+            v.push(c.verify(*id).await);
+        }
+        v
+    };
+    for (i, id) in ids.iter().enumerate() {
+        assert!(heads[i].0, "node {id} journal does not verify");
+        assert_eq!(heads[i], heads[0], "node {id}: (ok, last_cursor, head_hash, digest) differ from node {}", ids[0]);
+        check_exactly_once(&c.http, &c.url(*id), &s.readers, acks).await;
+    }
+    let (_, _, snap) = raft_log(c, s.follower).await;
+    assert!(snap.is_some(), "the follower has no snapshot");
+    for u in &s.users {
+        assert_eq!(full_sync(c, s.follower, u).await, full_sync(c, s.leader, u).await, "sync of {} differs", u.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_follower_catches_up_by_snapshot_to_the_same_journal() {
+    let every = SNAPSHOT_EVERY.to_string();
+    let mut c = Cluster::start(3, &["--snapshot-every", &every]).await;
+    let s = setup(&c, "p").await;
+    let (follower_last_log, _, _) = raft_log(&c, s.follower).await;
+    c.pause(s.follower);
+    let acks = write(&c, &s, 1000, "p").await;
+    assert_needs_snapshot(&c, &s, follower_last_log).await;
+
+    c.resume(s.follower);
+    let resumed = Instant::now();
+    let caught_up = c.wait_converged(&c.ids(), Duration::from_secs(60)).await;
+    println!("FIGURES snapshot catch-up after SIGSTOP over 1000 writes: {} ms", ms(caught_up));
+    assert!(resumed.elapsed() < Duration::from_secs(60));
+    assert_identical(&c, &s, &acks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_down_long_catches_up_by_snapshot_after_restart() {
+    let every = SNAPSHOT_EVERY.to_string();
+    let mut c = Cluster::start(3, &["--snapshot-every", &every]).await;
+    let s = setup(&c, "d").await;
+    let (follower_last_log, _, _) = raft_log(&c, s.follower).await;
+    c.kill9(s.follower);
+    let acks = write(&c, &s, 600, "d").await;
+    assert_needs_snapshot(&c, &s, follower_last_log).await;
+
+    c.spawn(s.follower);
+    let ready = c.wait_ready(s.follower).await;
+    let caught_up = c.wait_converged(&c.ids(), Duration::from_secs(60)).await;
+    println!(
+        "FIGURES restart after 600 writes: ready {} ms, then journal identical {} ms later",
+        ms(ready),
+        ms(caught_up)
+    );
+    assert_identical(&c, &s, &acks).await;
+}

@@ -1,0 +1,1098 @@
+//! Groups, black-box against a real `parley serve`: permissions (allowed and refused, with the
+//! contract's codes), history visibility from `joined_seq`, unread for new members, the
+//! kick/send race, mute and mute_all, transfer, dismissal, sync contents for late joiners and
+//! removed members, live WebSocket delivery, the member limit, and a slow socket that must not
+//! delay the others.
+//!
+//! Every test starts its own server (fresh data dir, port 0) and kills it on drop; every wait
+//! is bounded.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+// ---------------------------------------------------------------------------------------------
+// Harness: a server process, an HTTP client, WebSocket helpers
+// ---------------------------------------------------------------------------------------------
+
+const STARTUP: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(10);
+const PASSWORD: &str = "correct horse battery";
+
+/// A `parley serve` child on a fresh data dir; SIGKILLed on drop (and when this process dies).
+struct Server {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_parley"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--http", "127.0.0.1:0", "--admin-token", "T", "--rate-limit-per-user", "0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child when the
+        // spawning thread dies, so a crashed test run leaves no server behind.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn parley");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.trim().strip_prefix("listening on http://") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr.to_owned());
+                    }
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(STARTUP) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+                panic!("server did not print its address; log:\n{log}");
+            }
+        };
+        Server { child, addr, _dir: dir }
+    }
+
+    fn api(&self) -> Api {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("reqwest client");
+        Api { base: format!("http://{}", self.addr), http }
+    }
+
+    fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/v1/ws?token={token}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer: status, JSON body (Null when empty) and the `Parley-Cursor` header.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    body: Value,
+    cursor: Option<u64>,
+    what: String,
+}
+
+impl Resp {
+    /// Asserts the status and returns the body.
+    #[track_caller]
+    fn ok(&self, status: u16) -> &Value {
+        assert_eq!(self.status, status, "{}: {}", self.what, self.body);
+        &self.body
+    }
+
+    /// Asserts a successful write: the status and its cursor (header equal to body, if any).
+    #[track_caller]
+    fn write(&self, status: u16) -> u64 {
+        self.ok(status);
+        let c = self.cursor.unwrap_or_else(|| panic!("{}: no Parley-Cursor header", self.what));
+        if let Some(b) = self.body.get("cursor") {
+            assert_eq!(b.as_u64(), Some(c), "{}: body cursor differs from the header", self.what);
+        }
+        c
+    }
+
+    /// Asserts the contract's error envelope.
+    #[track_caller]
+    fn err(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status, self.body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{}: {}",
+            self.what,
+            self.body
+        );
+        assert!(self.body["error"]["message"].is_string(), "{}: error without message", self.what);
+    }
+}
+
+#[derive(Clone)]
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A logged-in user.
+#[derive(Clone, Debug)]
+struct User {
+    id: String,
+    token: String,
+}
+
+impl Api {
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(m, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let what = format!("{method} {path}");
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let status = resp.status().as_u16();
+        let cursor = resp.headers().get("parley-cursor").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let bytes = resp.bytes().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{what}: body is not JSON ({e})"))
+        };
+        Resp { status, body, cursor, what }
+    }
+
+    async fn get(&self, path: &str, u: &User) -> Resp {
+        self.call("GET", path, Some(&u.token), None).await
+    }
+
+    async fn post(&self, path: &str, u: &User, body: Value) -> Resp {
+        self.call("POST", path, Some(&u.token), Some(body)).await
+    }
+
+    async fn user(&self, id: &str) -> User {
+        self.call("POST", "/v1/users", None, Some(json!({"user_id": id, "password": PASSWORD}))).await.ok(201);
+        let s = self.call("POST", "/v1/sessions", None, Some(json!({"user_id": id, "password": PASSWORD}))).await;
+        let token = s.ok(201)["token"].as_str().expect("token").to_owned();
+        User { id: id.to_owned(), token }
+    }
+
+    async fn users(&self, ids: &[&str]) -> Vec<User> {
+        let mut out = Vec::new();
+        for id in ids {
+            out.push(self.user(id).await);
+        }
+        out
+    }
+
+    async fn create(&self, owner: &User, name: &str, members: &[&User]) -> Resp {
+        let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
+        self.post("/v1/groups", owner, json!({"name": name, "members": ids})).await
+    }
+
+    /// Creates a group and returns its id.
+    async fn group(&self, owner: &User, members: &[&User]) -> String {
+        let r = self.create(owner, "crew", members).await;
+        r.write(201);
+        r.body["group_id"].as_str().expect("group_id is a string").to_owned()
+    }
+
+    async fn add(&self, actor: &User, gid: &str, users: &[&str]) -> Resp {
+        self.post(&format!("/v1/groups/{gid}/members"), actor, json!({ "user_ids": users })).await
+    }
+
+    async fn kick(&self, actor: &User, gid: &str, user: &str) -> Resp {
+        self.call("DELETE", &format!("/v1/groups/{gid}/members/{user}"), Some(&actor.token), None).await
+    }
+
+    async fn leave(&self, actor: &User, gid: &str) -> Resp {
+        self.call("POST", &format!("/v1/groups/{gid}/leave"), Some(&actor.token), None).await
+    }
+
+    async fn role(&self, actor: &User, gid: &str, user: &str, role: &str) -> Resp {
+        self.call(
+            "PUT",
+            &format!("/v1/groups/{gid}/members/{user}/role"),
+            Some(&actor.token),
+            Some(json!({ "role": role })),
+        )
+        .await
+    }
+
+    async fn mute(&self, actor: &User, gid: &str, user: &str, until_ms: u64) -> Resp {
+        let path = format!("/v1/groups/{gid}/members/{user}/mute");
+        self.call("PUT", &path, Some(&actor.token), Some(json!({ "until_ms": until_ms }))).await
+    }
+
+    async fn patch(&self, actor: &User, gid: &str, body: Value) -> Resp {
+        self.call("PATCH", &format!("/v1/groups/{gid}"), Some(&actor.token), Some(body)).await
+    }
+
+    async fn transfer(&self, actor: &User, gid: &str, to: &str) -> Resp {
+        self.post(&format!("/v1/groups/{gid}/transfer"), actor, json!({ "to": to })).await
+    }
+
+    async fn dismiss(&self, actor: &User, gid: &str) -> Resp {
+        self.call("DELETE", &format!("/v1/groups/{gid}"), Some(&actor.token), None).await
+    }
+
+    async fn send(&self, from: &User, gid: &str, body: &str) -> Resp {
+        let cmid = format!("{}-{}-{}", from.id, body.len(), unique());
+        let path = format!("/v1/conversations/g:{gid}/messages");
+        self.post(&path, from, json!({"client_msg_id": cmid, "body": body})).await
+    }
+
+    /// Sends and returns `(seq, cursor)`.
+    async fn sent(&self, from: &User, gid: &str, body: &str) -> (u64, u64) {
+        let r = self.send(from, gid, body).await;
+        let cursor = r.write(201);
+        (r.body["message"]["seq"].as_u64().expect("seq"), cursor)
+    }
+
+    async fn read(&self, u: &User, gid: &str, seq: u64) -> Resp {
+        self.post(&format!("/v1/conversations/g:{gid}/read"), u, json!({ "seq": seq })).await
+    }
+
+    async fn history(&self, u: &User, gid: &str, query: &str) -> Resp {
+        self.get(&format!("/v1/conversations/g:{gid}/messages{query}"), u).await
+    }
+
+    async fn conversation(&self, u: &User, gid: &str) -> Option<Value> {
+        let r = self.get("/v1/conversations", u).await;
+        let list = r.ok(200)["conversations"].as_array().expect("conversations").clone();
+        list.into_iter().find(|c| c["conversation_id"] == json!(format!("g:{gid}")))
+    }
+
+    /// Every update after `since`, paging with `limit`; checks ascending, unique cursors.
+    async fn sync_all(&self, u: &User, since: u64, limit: u64) -> (Vec<Value>, u64) {
+        let mut out: Vec<Value> = Vec::new();
+        let mut since = since;
+        for _ in 0..10_000 {
+            let r = self.get(&format!("/v1/sync?since={since}&limit={limit}"), u).await;
+            let b = r.ok(200);
+            let page = b["updates"].as_array().expect("updates").clone();
+            assert!(page.len() as u64 <= limit, "a page holds at most limit updates");
+            out.extend(page);
+            since = b["cursor"].as_u64().expect("cursor");
+            if b["more"] == json!(false) {
+                let cs = cursors(&out);
+                assert!(cs.windows(2).all(|w| w[0] < w[1]), "sync cursors must ascend without repeats: {cs:?}");
+                return (out, since);
+            }
+        }
+        panic!("sync never finished");
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis() as u64
+}
+
+fn cursors(updates: &[Value]) -> Vec<u64> {
+    updates.iter().map(|u| u["cursor"].as_u64().expect("update cursor")).collect()
+}
+
+fn types(updates: &[Value]) -> Vec<String> {
+    updates.iter().map(|u| u["type"].as_str().expect("update type").to_owned()).collect()
+}
+
+/// `(user_id, role, joined_seq)` of a Group object's members, sorted.
+fn roster(group: &Value) -> Vec<(String, String, u64)> {
+    let mut v: Vec<_> = group["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            (
+                m["user_id"].as_str().expect("user_id").to_owned(),
+                m["role"].as_str().expect("role").to_owned(),
+                m["joined_seq"].as_u64().expect("joined_seq"),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn member(id: &str, role: &str, joined_seq: u64) -> (String, String, u64) {
+    (id.to_owned(), role.to_owned(), joined_seq)
+}
+
+async fn ws_send<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, v: Value) {
+    tokio::time::timeout(WAIT, ws.send(Message::text(v.to_string()))).await.expect("ws send in time").expect("ws send");
+}
+
+/// The next JSON text frame (pings and pongs skipped); panics on close or timeout.
+async fn ws_next<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, wait: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a websocket frame in time")
+            .expect("the websocket is open")
+            .expect("a websocket frame");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("frames are JSON"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// Opens a socket for `u` and syncs from `since`, consuming the catch-up frames.
+async fn ws_open(server: &Server, u: &User, since: u64) -> WebSocketStream<impl AsyncRead + AsyncWrite + Unpin> {
+    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(server.ws_url(&u.token)))
+        .await
+        .expect("ws connect in time")
+        .expect("ws connect");
+    ws_send(&mut ws, json!({"type": "sync", "since": since})).await;
+    loop {
+        let f = ws_next(&mut ws, WAIT).await;
+        if f["type"] == "updates" && f["more"] == json!(false) {
+            return ws;
+        }
+    }
+}
+
+/// Live updates until one with cursor >= `cursor` arrives; returns them all.
+async fn ws_until<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    cursor: u64,
+    wait: Duration,
+) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let f = ws_next(ws, left).await;
+        if f["type"] != "updates" {
+            continue;
+        }
+        let ups = f["updates"].as_array().expect("updates").clone();
+        let done = ups.iter().any(|u| u["cursor"].as_u64() >= Some(cursor));
+        out.extend(ups);
+        if done {
+            return out;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Create, read, rename, names
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn create_get_list_and_name_rules() {
+    let server = Server::start(&[]);
+    let api = server.api();
+    let [own, bob, out] = <[User; 3]>::try_from(api.users(&["own", "bob", "out"]).await).unwrap();
+
+    let r = api.create(&own, "Crew ✓", &[&bob, &own, &bob]).await;
+    r.write(201);
+    let g = r.body.clone();
+    assert_eq!(g["group_id"], json!("1"), "group ids are decimal strings");
+    assert_eq!(g["conversation_id"], json!("g:1"));
+    assert_eq!(g["name"], json!("Crew ✓"));
+    assert_eq!(g["owner"], json!("own"));
+    assert_eq!(g["mute_all"], json!(false));
+    assert_eq!(roster(&g), vec![member("bob", "member", 0), member("own", "owner", 0)], "duplicates collapse");
+
+    // Members see it, outsiders do not.
+    for u in [&own, &bob] {
+        let v = api.get("/v1/groups/1", u).await.ok(200).clone();
+        assert_eq!(roster(&v), roster(&g));
+        let mine = api.get("/v1/groups", u).await.ok(200)["groups"].clone();
+        assert_eq!(mine.as_array().unwrap().len(), 1);
+        assert_eq!(mine[0]["group_id"], json!("1"));
+        let c = api.conversation(u, "1").await.expect("the group's conversation is listed");
+        assert_eq!(c["kind"], json!("group"));
+        assert_eq!(c["group_id"], json!("1"));
+        assert_eq!((c["max_seq"].as_u64(), c["unread"].as_u64()), (Some(0), Some(0)));
+    }
+    api.get("/v1/groups/1", &out).await.err(403, "not_member");
+    assert_eq!(api.get("/v1/groups", &out).await.ok(200)["groups"], json!([]));
+    api.history(&out, "1", "").await.err(403, "not_member");
+    api.get("/v1/groups/999", &own).await.err(404, "not_found");
+    api.get("/v1/groups/abc", &own).await.err(404, "not_found");
+
+    // Names are 1 to 128 characters (not bytes), not blank.
+    for bad in [json!(""), json!("   "), json!("é".repeat(129)), json!(7)] {
+        api.post("/v1/groups", &own, json!({"name": bad, "members": []})).await.err(400, "invalid_request");
+        api.patch(&own, "1", json!({ "name": bad })).await.err(400, "invalid_request");
+    }
+    api.post("/v1/groups", &own, json!({"name": null})).await.err(400, "invalid_request");
+    api.post("/v1/groups", &own, json!({"members": []})).await.err(400, "invalid_request");
+    let long = "é".repeat(128);
+    let r = api.create(&own, &long, &[]).await;
+    r.write(201);
+    assert_eq!(r.body["name"], json!(long));
+    assert_eq!(r.body["group_id"], json!("2"));
+
+    // Unknown users: not_found, and nobody is added (no group was created either).
+    api.create(&own, "ghosts", &[&bob, &User { id: "nobody_here".into(), token: String::new() }])
+        .await
+        .err(404, "not_found");
+    assert_eq!(api.get("/v1/groups", &bob).await.ok(200)["groups"].as_array().unwrap().len(), 1);
+    api.add(&own, "1", &["out", "nobody_here"]).await.err(404, "not_found");
+    assert_eq!(roster(api.get("/v1/groups/1", &own).await.ok(200)).len(), 2, "nobody was added");
+    api.add(&own, "1", &["Bad-Id"]).await.err(404, "not_found");
+
+    // Rename: name and mute_all, seen in the group and in sync.
+    let r = api.patch(&own, "1", json!({"name": "renamed"})).await;
+    let c = r.write(200);
+    assert_eq!((r.body["name"].as_str(), r.body["mute_all"].as_bool()), (Some("renamed"), Some(false)));
+    let (ups, _) = api.sync_all(&bob, c - 1, 100).await;
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0]["type"], json!("group_updated"));
+    assert_eq!((ups[0]["group_id"].as_str(), ups[0]["name"].as_str()), (Some("1"), Some("renamed")));
+    assert_eq!(ups[0]["mute_all"], json!(false));
+    // Sync's group_created carries the whole group.
+    let (ups, _) = api.sync_all(&bob, 0, 100).await;
+    let created = ups.iter().find(|u| u["type"] == "group_created").expect("group_created");
+    assert_eq!(created["group"]["group_id"], json!("1"));
+    assert_eq!(created["group"]["name"], json!("Crew ✓"));
+
+    // Malformed bodies are invalid_request.
+    api.post("/v1/groups/1/members", &own, json!({"user_ids": "bob"})).await.err(400, "invalid_request");
+    api.role(&own, "1", "bob", "owner").await.err(400, "invalid_request");
+    api.role(&own, "1", "bob", "boss").await.err(400, "invalid_request");
+    api.post("/v1/groups/1/transfer", &own, json!({})).await.err(400, "invalid_request");
+    api.call("PUT", "/v1/groups/1/members/bob/mute", Some(&own.token), Some(json!({"until_ms": -1})))
+        .await
+        .err(400, "invalid_request");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Permissions, both ways
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn permission_rules_both_ways() {
+    let server = Server::start(&[]);
+    let api = server.api();
+    let us = api.users(&["own", "adm", "adm2", "mem", "mem2", "mem3", "out"]).await;
+    let [own, adm, adm2, mem, mem2, mem3, out] = <[User; 7]>::try_from(us).unwrap();
+    let g = api.group(&own, &[&adm, &adm2, &mem, &mem2]).await;
+
+    // Roles: only the owner sets them.
+    api.role(&mem, &g, "adm", "admin").await.err(403, "not_admin");
+    api.role(&out, &g, "adm", "admin").await.err(403, "not_member");
+    let r = api.role(&own, &g, "adm", "admin").await;
+    r.write(200);
+    assert!(roster(&r.body).contains(&member("adm", "admin", 0)));
+    api.role(&own, &g, "adm2", "admin").await.write(200);
+    api.role(&adm, &g, "mem", "admin").await.err(403, "forbidden");
+    api.role(&own, &g, "own", "member").await.err(400, "invalid_request");
+    api.role(&own, &g, "out", "admin").await.err(404, "not_found");
+    // Setting the same role again changes nothing.
+    let r = api.role(&own, &g, "adm2", "admin").await;
+    r.ok(200);
+
+    // Adding members: owner and admins.
+    api.add(&mem, &g, &["mem3"]).await.err(403, "not_admin");
+    api.add(&out, &g, &["mem3"]).await.err(403, "not_member");
+    let r = api.add(&adm, &g, &["mem3"]).await;
+    r.write(200);
+    assert!(roster(&r.body).contains(&member("mem3", "member", 0)));
+
+    // Renaming and mute_all: owner and admins.
+    api.patch(&mem, &g, json!({"name": "x"})).await.err(403, "not_admin");
+    api.patch(&out, &g, json!({"name": "x"})).await.err(403, "not_member");
+    api.patch(&adm, &g, json!({"name": "by admin"})).await.write(200);
+
+    // Muting: owner and admins; admins only plain members.
+    let later = now_ms() + 3_600_000;
+    api.mute(&mem, &g, "mem2", later).await.err(403, "not_admin");
+    api.mute(&adm, &g, "own", later).await.err(403, "forbidden");
+    api.mute(&adm, &g, "adm2", later).await.err(403, "forbidden");
+    api.mute(&own, &g, "own", later).await.err(403, "forbidden");
+    api.mute(&adm, &g, "out", later).await.err(404, "not_found");
+    api.mute(&adm, &g, "mem2", later).await.write(204);
+    api.mute(&own, &g, "adm2", later).await.write(204);
+    api.send(&adm2, &g, "muted admin").await.err(403, "muted");
+    api.mute(&own, &g, "adm2", 0).await.write(204);
+    api.mute(&adm, &g, "mem2", 0).await.write(204);
+
+    // Kicking: owner anyone; admins plain members only; nobody themselves.
+    api.kick(&mem, &g, "mem2").await.err(403, "not_admin");
+    api.kick(&out, &g, "mem2").await.err(403, "not_member");
+    api.kick(&adm, &g, "own").await.err(403, "forbidden");
+    api.kick(&adm, &g, "adm2").await.err(403, "forbidden");
+    api.kick(&own, &g, "own").await.err(400, "invalid_request");
+    api.kick(&mem, &g, "mem").await.err(400, "invalid_request");
+    api.kick(&adm, &g, "out").await.err(404, "not_found");
+    api.kick(&adm, &g, "mem2").await.write(204);
+    api.kick(&own, &g, "adm2").await.write(204);
+    let v = api.get(&format!("/v1/groups/{g}"), &own).await.ok(200).clone();
+    let ids: Vec<String> = roster(&v).into_iter().map(|m| m.0).collect();
+    assert_eq!(ids, ["adm", "mem", "mem3", "own"]);
+
+    // Transfer and dismissal: the owner only.
+    api.transfer(&adm, &g, "mem").await.err(403, "forbidden");
+    api.transfer(&mem, &g, "mem").await.err(403, "not_admin");
+    api.transfer(&own, &g, "own").await.err(400, "invalid_request");
+    api.transfer(&own, &g, "out").await.err(404, "not_found");
+    api.dismiss(&adm, &g).await.err(403, "forbidden");
+    api.dismiss(&mem, &g).await.err(403, "not_admin");
+    api.dismiss(&out, &g).await.err(403, "not_member");
+
+    // Leaving: anyone but the owner.
+    api.leave(&own, &g).await.err(409, "owner_cannot_leave");
+    api.leave(&out, &g).await.err(403, "not_member");
+    api.leave(&mem3, &g).await.write(204);
+    api.leave(&mem3, &g).await.err(403, "not_member");
+
+    // A group that does not exist.
+    api.patch(&own, "77", json!({"name": "x"})).await.err(404, "not_found");
+    api.add(&own, "77", &["mem"]).await.err(404, "not_found");
+    api.kick(&own, "77", "mem").await.err(404, "not_found");
+    api.leave(&own, "77").await.err(404, "not_found");
+    api.dismiss(&own, "77").await.err(404, "not_found");
+    api.transfer(&own, "77", "mem").await.err(404, "not_found");
+    api.send(&own, "77", "hello?").await.err(403, "not_member");
+
+    // Every refusal changed nothing: the roster is what the accepted writes made it.
+    let v = api.get(&format!("/v1/groups/{g}"), &adm).await.ok(200).clone();
+    assert_eq!(v["name"], json!("by admin"));
+    assert_eq!(roster(&v), vec![member("adm", "admin", 0), member("mem", "member", 0), member("own", "owner", 0)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// History, unread, reads
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn new_members_see_history_from_joined_seq_and_start_with_nothing_unread() {
+    let server = Server::start(&[]);
+    let api = server.api();
+    let [own, mem, late] = <[User; 3]>::try_from(api.users(&["own", "mem", "late"]).await).unwrap();
+    let g = api.group(&own, &[&mem]).await;
+    for i in 1..=3 {
+        assert_eq!(api.sent(&own, &g, &format!("before {i}")).await.0, i);
+    }
+    let r = api.add(&own, &g, &["late"]).await;
+    r.write(200);
+    assert!(roster(&r.body).contains(&member("late", "member", 3)), "joined_seq is max_seq at join");
+
+    // Nothing before joining is visible, and nothing is unread.
+    let h = api.history(&late, &g, "").await;
+    assert_eq!(h.ok(200)["messages"], json!([]));
+    assert_eq!(h.body["max_seq"], json!(3));
+    for q in ["?after_seq=0", "?before_seq=4", "?after_seq=1&limit=500"] {
+        assert_eq!(api.history(&late, &g, q).await.ok(200)["messages"], json!([]), "{q}");
+    }
+    let c = api.conversation(&late, &g).await.expect("listed");
+    assert_eq!((c["max_seq"].as_u64(), c["read_seq"].as_u64(), c["unread"].as_u64()), (Some(3), Some(3), Some(0)));
+    assert_eq!(c["last_message"], Value::Null);
+    // The old member still has everything, and 3 unread.
+    let c = api.conversation(&mem, &g).await.expect("listed");
+    assert_eq!((c["unread"].as_u64(), c["read_seq"].as_u64()), (Some(3), Some(0)));
+    assert_eq!(api.history(&mem, &g, "").await.ok(200)["messages"].as_array().unwrap().len(), 3);
+
+    // What follows the join is visible and unread.
+    api.sent(&mem, &g, "after").await;
+    let msgs = api.history(&late, &g, "").await.ok(200)["messages"].clone();
+    assert_eq!(msgs.as_array().unwrap().len(), 1);
+    assert_eq!((msgs[0]["seq"].as_u64(), msgs[0]["body"].as_str()), (Some(4), Some("after")));
+    assert_eq!(msgs[0]["sender"], json!("mem"));
+    let c = api.conversation(&late, &g).await.expect("listed");
+    assert_eq!((c["unread"].as_u64(), c["last_message"]["seq"].as_u64()), (Some(1), Some(4)));
+    // Sending moved the sender's own read marker.
+    assert_eq!(api.conversation(&mem, &g).await.unwrap()["unread"], json!(0));
+
+    // Reads: clamp above max_seq, never go down.
+    let r = api.read(&late, &g, 99).await;
+    r.write(200);
+    assert_eq!((r.body["read_seq"].as_u64(), r.body["unread"].as_u64()), (Some(4), Some(0)));
+    let r = api.read(&late, &g, 1).await;
+    assert_eq!((r.ok(200)["read_seq"].as_u64(), r.body["unread"].as_u64()), (Some(4), Some(0)));
+    api.read(&own, &g, 2).await.write(200);
+    assert_eq!(api.conversation(&own, &g).await.unwrap()["unread"], json!(1));
+
+    // Messages from before the join do not exist for the new member, not even to revoke
+    // (an admin can revoke any message they can see).
+    let revoke = |u: &User, seq: u64| {
+        let path = format!("/v1/conversations/g:{g}/messages/{seq}/revoke");
+        let api = api.clone();
+        let token = u.token.clone();
+        async move { api.call("POST", &path, Some(&token), None).await }
+    };
+    api.role(&own, &g, "late", "admin").await.write(200);
+    revoke(&late, 1).await.err(404, "not_found");
+    revoke(&late, 3).await.err(404, "not_found");
+    let r = revoke(&late, 4).await;
+    r.write(200);
+    assert_eq!((r.body["message"]["revoked"].as_bool(), r.body["message"]["body"].as_str()), (Some(true), Some("")));
+    let r = revoke(&own, 1).await;
+    assert_eq!(r.ok(200)["message"]["seq"], json!(1));
+    api.role(&own, &g, "late", "member").await.write(200);
+
+    // A member who leaves and comes back sees only what follows the return.
+    api.leave(&late, &g).await.write(204);
+    api.sent(&own, &g, "while away").await;
+    let r = api.add(&own, &g, &["late"]).await;
+    assert!(roster(r.ok(200)).contains(&member("late", "member", 5)));
+    assert_eq!(api.history(&late, &g, "").await.ok(200)["messages"], json!([]));
+    assert_eq!(api.conversation(&late, &g).await.unwrap()["unread"], json!(0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kick vs send, mute, transfer, dismiss
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_committed_before_a_send_makes_the_send_fail() {
+    let server = Server::start(&[]);
+    let api = server.api();
+    let [own, vic] = <[User; 2]>::try_from(api.users(&["own", "vic"]).await).unwrap();
+    let g = api.group(&own, &[&vic]).await;
+
+    // In sequence: the kick is committed when its 204 arrives.
+    api.sent(&vic, &g, "still here").await;
+    api.kick(&own, &g, "vic").await.write(204);
+    api.send(&vic, &g, "too late").await.err(403, "not_member");
+    api.read(&vic, &g, 1).await.err(403, "not_member");
+    api.history(&vic, &g, "").await.err(403, "not_member");
+    api.get(&format!("/v1/groups/{g}"), &vic).await.err(403, "not_member");
+    assert!(api.conversation(&vic, &g).await.is_none());
+
+    // Racing: whichever the log orders first wins, and the outcome agrees with that order.
+    let mut delivered = Vec::new();
+    for round in 0..12 {
+        api.add(&own, &g, &["vic"]).await.write(200);
+        let body = format!("race {round}");
+        let (k, s) = tokio::join!(api.kick(&own, &g, "vic"), api.send(&vic, &g, &body));
+        let kicked_at = k.write(204);
+        match s.status {
+            201 => {
+                let sent_at = s.write(201);
+                assert!(sent_at < kicked_at, "an accepted send was ordered before the kick");
+                delivered.push(sent_at);
+            }
+            _ => s.err(403, "not_member"),
+        }
+    }
+    // The kicked member's sync holds exactly the messages that won the race, and a
+    // member_removed for every round.
+    let (ups, _) = api.sync_all(&vic, 0, 1000).await;
+    let mine: Vec<u64> = ups
+        .iter()
+        .filter(|u| u["type"] == "message" && u["message"]["sender"] == "vic")
+        .map(|u| u["cursor"].as_u64().unwrap())
+        .collect();
+    assert_eq!(mine[1..], delivered[..], "first is 'still here'");
+    let removed = ups.iter().filter(|u| u["type"] == "member_removed" && u["user_id"] == "vic").count();
+    assert_eq!(removed, 13);
+}
+
+#[tokio::test]
+async fn mute_unmute_and_mute_all() {
+    let server = Server::start(&[]);
+    let api = server.api();
+    let [own, adm, mem] = <[User; 3]>::try_from(api.users(&["own", "adm", "mem"]).await).unwrap();
+    let g = api.group(&own, &[&adm, &mem]).await;
+    api.role(&own, &g, "adm", "admin").await.write(200);
+
+    let until = now_ms() + 3_600_000;
+    let c = api.mute(&adm, &g, "mem", until).await.write(204);
+    api.send(&mem, &g, "muted").await.err(403, "muted");
+    // Muted members still read.
+    api.sent(&own, &g, "hello").await;
+    api.read(&mem, &g, 1).await.write(200);
+    let (ups, _) = api.sync_all(&mem, c - 1, 100).await;
+    assert_eq!(ups[0]["type"], json!("member_muted"));
+    assert_eq!((ups[0]["user_id"].as_str(), ups[0]["until_ms"].as_u64()), (Some("mem"), Some(until)));
+    // until_ms 0 unmutes; a time in the past is no mute either.
+    api.mute(&adm, &g, "mem", 0).await.write(204);
+    api.sent(&mem, &g, "free").await;
+    api.mute(&own, &g, "mem", now_ms() - 1_000).await.write(204);
+    api.sent(&mem, &g, "still free").await;
+
+    // mute_all silences everyone but the owner and admins.
+    let r = api.patch(&adm, &g, json!({"mute_all": true})).await;
+    let c = r.write(200);
+    assert_eq!(r.body["mute_all"], json!(true));
+    api.send(&mem, &g, "quiet").await.err(403, "muted");
+    api.sent(&adm, &g, "admins talk").await;
+    api.sent(&own, &g, "owners talk").await;
+    let (ups, _) = api.sync_all(&mem, c - 1, 100).await;
+    assert_eq!((ups[0]["type"].as_str(), ups[0]["mute_all"].as_bool()), (Some("group_updated"), Some(true)));
+    // An admin demoted to member is silenced too.
+    api.role(&own, &g, "adm", "member").await.write(200);
+    api.send(&adm, &g, "demoted").await.err(403, "muted");
+    api.patch(&own, &g, json!({"mute_all": false})).await.write(200);
+    api.sent(&mem, &g, "spring").await;
+    api.sent(&adm, &g, "spring too").await;
+}
+
+#[tokio::test]
+async fn transfer_then_leave() {
+    let server = Server::start(&[]);
+    let api = server.api();
+    let [own, mem] = <[User; 2]>::try_from(api.users(&["own", "mem"]).await).unwrap();
+    let g = api.group(&own, &[&mem]).await;
+    let r = api.transfer(&own, &g, "mem").await;
+    let c = r.write(200);
+    assert_eq!(r.body["owner"], json!("mem"));
+    assert_eq!(roster(&r.body), vec![member("mem", "owner", 0), member("own", "admin", 0)]);
+    for u in [&own, &mem] {
+        let (ups, _) = api.sync_all(u, c - 1, 100).await;
+        assert_eq!(types(&ups), ["owner_transferred"]);
+        assert_eq!((ups[0]["from"].as_str(), ups[0]["to"].as_str()), (Some("own"), Some("mem")));
+    }
+    // The new owner has the owner's powers, the old one an admin's.
+    api.dismiss(&own, &g).await.err(403, "forbidden");
+    api.leave(&mem, &g).await.err(409, "owner_cannot_leave");
+    let c = api.leave(&own, &g).await.write(204);
+    let (ups, _) = api.sync_all(&own, c - 1, 100).await;
+    assert_eq!(types(&ups), ["member_removed"]);
+    assert_eq!((ups[0]["user_id"].as_str(), ups[0]["by"].as_str()), (Some("own"), Some("own")));
+    assert_eq!(ups[0]["reason"], json!("left"));
+    api.send(&own, &g, "hi").await.err(403, "not_member");
+    let v = api.get(&format!("/v1/groups/{g}"), &mem).await.ok(200).clone();
+    assert_eq!(roster(&v), vec![member("mem", "owner", 0)]);
+    api.sent(&mem, &g, "alone").await;
+}
+
+#[tokio::test]
+async fn dismiss_then_send() {
+    let server = Server::start(&[]);
+    let api = server.api();
+    let [own, adm, mem] = <[User; 3]>::try_from(api.users(&["own", "adm", "mem"]).await).unwrap();
+    let g = api.group(&own, &[&adm, &mem]).await;
+    api.role(&own, &g, "adm", "admin").await.write(200);
+    api.sent(&mem, &g, "before").await;
+    let c = api.dismiss(&own, &g).await.write(204);
+    for u in [&own, &adm, &mem] {
+        let (ups, _) = api.sync_all(u, c - 1, 100).await;
+        assert_eq!(types(&ups), ["group_dismissed"], "{}", u.id);
+        assert_eq!((ups[0]["group_id"].as_str(), ups[0]["by"].as_str()), (Some(g.as_str()), Some("own")));
+        api.send(u, &g, "after").await.err(403, "not_member");
+        api.read(u, &g, 1).await.err(403, "not_member");
+        api.history(u, &g, "").await.err(403, "not_member");
+        api.get(&format!("/v1/groups/{g}"), u).await.err(403, "not_member");
+        assert_eq!(api.get("/v1/groups", u).await.ok(200)["groups"], json!([]));
+        assert!(api.conversation(u, &g).await.is_none());
+        // What they received before stays in their sync history.
+        let (all, _) = api.sync_all(u, 0, 100).await;
+        assert!(all.iter().any(|x| x["type"] == "message" && x["message"]["body"] == "before"));
+    }
+    api.dismiss(&own, &g).await.err(403, "not_member");
+    api.add(&own, &g, &["mem"]).await.err(403, "not_member");
+    api.patch(&adm, &g, json!({"name": "zombie"})).await.err(403, "not_member");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sync contents across membership changes
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sync_covers_exactly_the_time_each_user_was_a_member() {
+    let server = Server::start(&[]);
+    let api = server.api();
+    let [own, mem, kik, late] = <[User; 4]>::try_from(api.users(&["own", "mem", "kik", "late"]).await).unwrap();
+    let r = api.create(&own, "crew", &[&mem, &kik]).await;
+    let c_create = r.write(201);
+    let g = r.body["group_id"].as_str().unwrap().to_owned();
+    let (_, c1) = api.sent(&own, &g, "m1").await;
+    let (_, c2) = api.sent(&kik, &g, "m2").await;
+    let c_add = api.add(&own, &g, &["late"]).await.write(200);
+    let (_, c3) = api.sent(&own, &g, "m3").await;
+    let c_rl = api.read(&late, &g, 3).await.write(200);
+    let c_kick = api.kick(&own, &g, "kik").await.write(204);
+    let (_, c4) = api.sent(&late, &g, "m4").await;
+    let c_rm = api.read(&mem, &g, 4).await.write(200);
+    let c_leave = api.leave(&mem, &g).await.write(204);
+    let (_, c5) = api.sent(&own, &g, "m5").await;
+
+    let expect = [
+        (&own, vec![c_create, c1, c2, c_add, c3, c_kick, c4, c_leave, c5]),
+        (&mem, vec![c_create, c1, c2, c_add, c3, c_kick, c4, c_rm, c_leave]),
+        (&kik, vec![c_create, c1, c2, c_add, c3, c_kick]),
+        (&late, vec![c_add, c3, c_rl, c_kick, c4, c_leave, c5]),
+    ];
+    for (u, want) in &expect {
+        let (ups, cursor) = api.sync_all(u, 0, 1000).await;
+        assert_eq!(cursors(&ups), *want, "sync of {}", u.id);
+        assert!(cursor >= c5);
+        // Paging gives the same, one update at a time or a few.
+        for limit in [1, 2, 3] {
+            let (paged, _) = api.sync_all(u, 0, limit).await;
+            assert_eq!(cursors(&paged), *want, "paged ({limit}) sync of {}", u.id);
+        }
+        // Resuming from any point gives the tail.
+        for (i, c) in want.iter().enumerate() {
+            let (tail, _) = api.sync_all(u, *c, 1000).await;
+            assert_eq!(cursors(&tail), want[i + 1..], "sync of {} since {c}", u.id);
+        }
+    }
+
+    // The kicked member: their own member_removed, then nothing more.
+    let (ups, _) = api.sync_all(&kik, 0, 1000).await;
+    assert_eq!(types(&ups), ["group_created", "message", "message", "member_added", "message", "member_removed"]);
+    let last = ups.last().unwrap();
+    assert_eq!((last["user_id"].as_str(), last["by"].as_str()), (Some("kik"), Some("own")));
+    assert_eq!((last["reason"].as_str(), last["group_id"].as_str()), (Some("kicked"), Some(g.as_str())));
+    let (after, _) = api.sync_all(&kik, c_kick, 1000).await;
+    assert!(after.is_empty());
+
+    // The late joiner: their own member_added first, only messages 3 and 4, their own read only.
+    let (ups, _) = api.sync_all(&late, 0, 1000).await;
+    assert_eq!(
+        types(&ups),
+        ["member_added", "message", "read", "member_removed", "message", "member_removed", "message"]
+    );
+    assert_eq!(ups[0]["user_ids"], json!(["late"]));
+    assert_eq!(ups[0]["by"], json!("own"));
+    let seqs: Vec<u64> =
+        ups.iter().filter(|u| u["type"] == "message").map(|u| u["message"]["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [3, 4, 5]);
+    let read = &ups[2];
+    assert_eq!((read["user_id"].as_str(), read["read_seq"].as_u64()), (Some("late"), Some(3)));
+    assert_eq!(read["conversation_id"], json!(format!("g:{g}")));
+    // A message update carries the whole message.
+    let m = &ups[1]["message"];
+    assert_eq!((m["conversation_id"].as_str(), m["sender"].as_str()), (Some(format!("g:{g}").as_str()), Some("own")));
+    assert_eq!((m["body"].as_str(), m["revoked"].as_bool()), (Some("m3"), Some(false)));
+
+    // The member who left: their own member_removed with reason left.
+    let (ups, _) = api.sync_all(&mem, c_leave - 1, 1000).await;
+    assert_eq!(ups[0]["reason"], json!("left"));
+    assert_eq!(ups[0]["user_id"], json!("mem"));
+
+    // A long-poll of the kicked member is not answered with a later group message.
+    let path = format!("/v1/sync?since={c5}&wait_ms=1500");
+    let poll = api.get(&path, &kik);
+    let (r, _) = tokio::join!(poll, api.sent(&own, &g, "m6"));
+    assert_eq!(r.ok(200)["updates"], json!([]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live delivery
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_websocket_delivery_to_several_members() {
+    let server = Server::start(&[]);
+    let api = server.api();
+    let us = api.users(&["own", "mem1", "mem2", "mem3", "out"]).await;
+    let [own, m1, m2, m3, out] = <[User; 5]>::try_from(us).unwrap();
+    let r = api.create(&own, "live", &[&m1, &m2, &m3]).await;
+    let head = r.write(201);
+    let g = r.body["group_id"].as_str().unwrap().to_owned();
+
+    let mut w1 = ws_open(&server, &m1, head).await;
+    let mut w2 = ws_open(&server, &m2, head).await;
+    let mut w3 = ws_open(&server, &m3, head).await;
+    let mut wo = ws_open(&server, &out, head).await;
+
+    // An HTTP send reaches every member's socket.
+    let (seq, c) = api.sent(&own, &g, "to everyone").await;
+    for (name, ws) in [("mem1", &mut w1), ("mem2", &mut w2), ("mem3", &mut w3)] {
+        let ups = ws_until(ws, c, WAIT).await;
+        assert_eq!(cursors(&ups), [c], "{name}");
+        assert_eq!((ups[0]["type"].as_str(), ups[0]["message"]["seq"].as_u64()), (Some("message"), Some(seq)));
+        assert_eq!(ups[0]["message"]["body"], json!("to everyone"));
+    }
+
+    // A WebSocket send is acked to its sender and delivered to the others.
+    ws_send(
+        &mut w2,
+        json!({"type": "send", "req": 7, "conversation_id": format!("g:{g}"), "client_msg_id": "ws-1", "body": "over ws"}),
+    )
+    .await;
+    let mut acked = None;
+    let mut seen = Vec::new();
+    while acked.is_none() || seen.is_empty() {
+        let f = ws_next(&mut w2, WAIT).await;
+        match f["type"].as_str() {
+            Some("ack") => {
+                assert_eq!(f["req"], json!(7));
+                assert_eq!(f["message"]["seq"].as_u64(), Some(seq + 1));
+                acked = f["cursor"].as_u64();
+            }
+            Some("updates") => seen.extend(f["updates"].as_array().unwrap().clone()),
+            _ => panic!("unexpected frame {f}"),
+        }
+    }
+    let ca = acked.unwrap();
+    assert_eq!(cursors(&seen), [ca], "the sender's own devices hear it too");
+    for ws in [&mut w1, &mut w3] {
+        let ups = ws_until(ws, ca, WAIT).await;
+        assert_eq!(ups[0]["message"]["body"], json!("over ws"));
+    }
+
+    // The outsider got nothing: the first thing they hear is being added.
+    let c_add = api.add(&own, &g, &["out"]).await.write(200);
+    let ups = ws_until(&mut wo, c_add, WAIT).await;
+    assert_eq!(cursors(&ups), [c_add]);
+    assert_eq!(ups[0]["type"], json!("member_added"));
+    // ... and from then on they get the group's messages live.
+    let (_, c) = api.sent(&m1, &g, "welcome").await;
+    assert_eq!(cursors(&ws_until(&mut wo, c, WAIT).await), [c]);
+    for ws in [&mut w1, &mut w2, &mut w3] {
+        let ups = ws_until(ws, c, WAIT).await;
+        assert_eq!(cursors(&ups), [c_add, c]);
+    }
+
+    // A kicked member hears their removal and then no more group messages: the next thing
+    // they hear is their own (personal) block.
+    let c_kick = api.kick(&own, &g, "mem3").await.write(204);
+    let ups = ws_until(&mut w3, c_kick, WAIT).await;
+    assert_eq!((ups[0]["type"].as_str(), ups[0]["user_id"].as_str()), (Some("member_removed"), Some("mem3")));
+    let (_, c_after) = api.sent(&own, &g, "without mem3").await;
+    let c_block = api.call("PUT", "/v1/blocks/out", Some(&m3.token), None).await.write(204);
+    let ups = ws_until(&mut w3, c_block, WAIT).await;
+    assert_eq!(cursors(&ups), [c_block]);
+    assert_eq!(ups[0]["type"], json!("blocked"));
+    for ws in [&mut w1, &mut w2, &mut wo] {
+        assert_eq!(cursors(&ws_until(ws, c_after, WAIT).await), [c_kick, c_after]);
+    }
+
+    // Reads in a group reach only the reader.
+    let c_read = api.read(&m1, &g, 1_000).await.write(200);
+    let ups = ws_until(&mut w1, c_read, WAIT).await;
+    assert_eq!((ups[0]["type"].as_str(), ups[0]["user_id"].as_str()), (Some("read"), Some("mem1")));
+    let (_, c_next) = api.sent(&own, &g, "after the read").await;
+    assert_eq!(cursors(&ws_until(&mut w2, c_next, WAIT).await), [c_next], "no read receipt for others");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_socket_does_not_delay_the_others_and_is_closed_with_1013() {
+    let server = Server::start(&["--ws-queue", "4"]);
+    let api = server.api();
+    let us = api.users(&["own", "rd1", "rd2", "rd3", "slow"]).await;
+    let [own, r1, r2, r3, slow] = <[User; 5]>::try_from(us).unwrap();
+    let r = api.create(&own, "fanout", &[&r1, &r2, &r3, &slow]).await;
+    let head = r.write(201);
+    let g = r.body["group_id"].as_str().unwrap().to_owned();
+    let mut readers =
+        vec![ws_open(&server, &r1, head).await, ws_open(&server, &r2, head).await, ws_open(&server, &r3, head).await];
+
+    // The slow member: a tiny receive buffer, subscribes, then stops reading.
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let tcp = sock.connect(server.addr.parse().expect("addr")).await.expect("connect");
+    let (mut slow_ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(server.ws_url(&slow.token), tcp))
+        .await
+        .expect("ws handshake in time")
+        .expect("ws handshake");
+    ws_send(&mut slow_ws, json!({"type": "sync", "since": head})).await;
+
+    // Big messages fill the slow socket's buffers; readers must get every one promptly.
+    let body = "x".repeat(16_000);
+    let mut worst = Duration::ZERO;
+    let mut last = head;
+    let mut closed = false;
+    let mut sent = Vec::new();
+    for i in 0..1_500 {
+        let t0 = Instant::now();
+        let (_, c) = api.sent(&own, &g, &body).await;
+        for ws in readers.iter_mut() {
+            let ups = ws_until(ws, c, Duration::from_secs(5)).await;
+            assert_eq!(ups.last().unwrap()["cursor"].as_u64(), Some(c));
+        }
+        worst = worst.max(t0.elapsed());
+        last = c;
+        sent.push(c);
+        if i % 5 == 4 {
+            let text = api.http.get(format!("{}/metrics", api.base)).send().await.unwrap().text().await.unwrap();
+            let n: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("parley_websockets_slow_closed_total "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if n >= 1 {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "the non-reading socket was never closed");
+    eprintln!("fan-out: slow socket closed after {} messages; worst send-to-all-readers {worst:?}", sent.len());
+
+    // The slow socket: everything it was sent, then a 1013 close.
+    let mut seen = head;
+    let code = loop {
+        let msg = tokio::time::timeout(WAIT, slow_ws.next()).await.expect("the slow socket ends in time");
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                let f: Value = serde_json::from_str(t.as_str()).expect("JSON");
+                for u in f["updates"].as_array().into_iter().flatten() {
+                    let c = u["cursor"].as_u64().unwrap();
+                    assert!(c > seen, "no gaps or repeats before the close");
+                    seen = c;
+                }
+            }
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1013));
+
+    assert!(seen < last, "the close came before everything was delivered");
+
+    // It resumes from its cursor and loses nothing: exactly the messages it had not seen.
+    let missed: Vec<u64> = sent.iter().copied().filter(|c| *c > seen).collect();
+    let (ups, _) = api.sync_all(&slow, seen, 1000).await;
+    assert_eq!(cursors(&ups), missed);
+    let (mut again, _) = tokio_tungstenite::connect_async(server.ws_url(&slow.token)).await.expect("reconnect");
+    ws_send(&mut again, json!({"type": "sync", "since": seen})).await;
+    let mut caught_up = Vec::new();
+    loop {
+        let f = ws_next(&mut again, WAIT).await;
+        caught_up.extend(f["updates"].as_array().into_iter().flatten().cloned());
+        if f["type"] == "updates" && f["more"] == json!(false) {
+            break;
+        }
+    }
+    assert_eq!(cursors(&caught_up), missed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn member_limit_is_a_clear_error() {
+    let server = Server::start(&["--max-group-members", "3"]);
+    let api = server.api();
+    let us = api.users(&["own", "aaa", "bbb", "ccc"]).await;
+    let [own, a, b, c] = <[User; 4]>::try_from(us).unwrap();
+
+    let r = api.create(&own, "four", &[&a, &b, &c]).await;
+    r.err(400, "invalid_request");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains('3'), "the message names the limit: {}", r.body);
+    assert_eq!(api.get("/v1/groups", &a).await.ok(200)["groups"], json!([]), "nobody was added");
+
+    let g = api.group(&own, &[&a, &b]).await;
+    let r = api.add(&own, &g, &["ccc"]).await;
+    r.err(400, "invalid_request");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains('3'));
+    // Re-adding existing members is not growth.
+    api.add(&own, &g, &["aaa", "bbb"]).await.ok(200);
+    api.kick(&own, &g, "bbb").await.write(204);
+    let r = api.add(&own, &g, &["ccc", "ccc"]).await;
+    r.write(200);
+    assert_eq!(roster(&r.body).len(), 3);
+    api.sent(&c, &g, "made it").await;
+}
