@@ -123,7 +123,7 @@ async fn workload(http: &Http) -> Recorded {
     digests.push(http.digest().await);
     let (_, g2) = http.write("POST", "/v1/groups", &t("dan"), Some(json!({"name": "brief", "members": ["cat"]}))).await;
     let gid2 = g2["group_id"].as_str().expect("group_id").to_owned();
-    let body = json!({"client_msg_id": "g2", "body": "anyone?"});
+    let body = json!({"client_msg_id": "second-group", "body": "anyone?"});
     let (c, _) = http.write("POST", &format!("/v1/conversations/g:{gid2}/messages"), &t("cat"), Some(body)).await;
     messages.push(c);
     http.write("DELETE", &format!("/v1/groups/{gid2}"), &t("dan"), None).await;
@@ -189,7 +189,8 @@ async fn offline_audit_of_a_real_node() {
     assert_eq!(cursors(&all), (1..=rec.last_cursor).collect::<Vec<_>>());
     assert_eq!(all.last().expect("entries")["hash"], rec.head_hash);
     assert_eq!(cursors(&export_lines(&data, &["--conversation", "d:ann:ben"])), rec.ann_ben);
-    assert_eq!(cursors(&export_lines(&data, &["--type", "message"])), rec.messages);
+    let types: Vec<String> = all.iter().map(|l| format!("{}:{}", l["cursor"], l["event"]["type"])).collect();
+    assert_eq!(cursors(&export_lines(&data, &["--type", "message"])), rec.messages, "{types:?}");
     assert_eq!(cursors(&export_lines(&data, &["--from", "5", "--to", "9"])), vec![5, 6, 7, 8, 9]);
     for u in USERS {
         let mut want: BTreeSet<u64> = rec.sync[u].iter().copied().collect();

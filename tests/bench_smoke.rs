@@ -170,6 +170,22 @@ fn every_scenario_against_a_single_node() {
     assert_check(&out, "all sockets authenticated and alive");
     // The server is local: its RSS is found by its listening port.
     assert!(out.contains("server RSS per connection"), "RSS per connection reported:\n{out}");
+    // The same held by two client processes (how runs past this process's file limit work).
+    let out = bench(&[
+        "connections",
+        "--target",
+        t,
+        "--connections",
+        "100",
+        "--users",
+        "2",
+        "--hold",
+        "0",
+        "--processes",
+        "2",
+    ]);
+    assert_check(&out, "all sockets authenticated and alive");
+    assert!(out.contains("client_processes=2"), "{out}");
 
     let tokens = root.path().join("tokens.tsv");
     bench(&["tokens", "--target", t, "--users", "4", "--out", tokens.to_str().expect("utf-8 path")]);

@@ -25,7 +25,7 @@ use parley_storage::ids::ConversationId;
 use parley_storage::{Entry, Event, Store};
 
 use super::chain::{Chain, DbEntries};
-use super::{open_data_dir, wire, write_out, AuditError, DataDirArgs};
+use super::{close, open_data_dir, wire, write_out, AuditError, DataDirArgs};
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
@@ -230,5 +230,5 @@ fn run_inner(args: ExportArgs) -> Result<(), AuditError> {
         _ => {}
     }
     tracing::debug!(entries = n, "export done");
-    Ok(())
+    close(store)
 }

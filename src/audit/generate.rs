@@ -393,15 +393,14 @@ impl Load {
                 let member = g * GROUP_SIZE + self.rng.below(GROUP_SIZE);
                 self.message(member, format!("g:{}", g + 1))
             }
-            75..=95 => {
-                if roll % 2 == 0 {
-                    let peer = (u + 1 + self.rng.below(FRIENDS_AHEAD)) % self.users;
-                    read(&user_name(u), &direct(u, peer), u64::MAX)
-                } else {
-                    let g = self.rng.below(self.groups);
-                    let member = g * GROUP_SIZE + self.rng.below(GROUP_SIZE);
-                    read(&user_name(member), &format!("g:{}", g + 1), u64::MAX)
-                }
+            75..=85 => {
+                let peer = (u + 1 + self.rng.below(FRIENDS_AHEAD)) % self.users;
+                read(&user_name(u), &direct(u, peer), u64::MAX)
+            }
+            86..=95 => {
+                let g = self.rng.below(self.groups);
+                let member = g * GROUP_SIZE + self.rng.below(GROUP_SIZE);
+                read(&user_name(member), &format!("g:{}", g + 1), u64::MAX)
             }
             96..=97 => match self.last_sent.take() {
                 Some((sender, conv)) => {

@@ -126,6 +126,14 @@ pub fn open_data_dir(data_dir: &Path, cache_mb: u64) -> Result<Store, AuditError
     open_db(&path, cache_mb, true).map(Store::open)?.map_err(AuditError::from)
 }
 
+/// Closes a data dir's store at the end of a tool: flushed, then left to the OS. sled's
+/// teardown walks its whole page cache (seconds for a large db) and the process exits next.
+pub fn close(store: Store) -> Result<(), AuditError> {
+    store.db().flush()?;
+    std::mem::forget(store);
+    Ok(())
+}
+
 /// Opens (creating) a sled db at `path`. `durable` off skips background flushes: for scratch
 /// stores that are thrown away.
 pub fn open_db(path: &Path, cache_mb: u64, durable: bool) -> Result<sled::Db, AuditError> {

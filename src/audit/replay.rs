@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::chain::{Chain, DbEntries};
 use super::progress::Progress;
-use super::{open_data_dir, open_db, AuditError, DataDirArgs};
+use super::{close, open_data_dir, open_db, AuditError, DataDirArgs};
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
@@ -106,6 +106,13 @@ impl Scratch {
         .map_err(|e| AuditError::Other(format!("cannot create a scratch dir: {e}")))?;
         let db = open_db(&dir.path().join("db"), args.scratch_cache_mb, false)?;
         Ok(Scratch { store: Store::open(db)?, _dir: dir })
+    }
+
+    /// Removes the scratch dir without sled's teardown of the store (the process exits next).
+    pub fn discard(self) {
+        let Scratch { store, _dir } = self;
+        std::mem::forget(store);
+        drop(_dir);
     }
 
     /// A replayer into this store, in memory as long as it fits.
@@ -256,5 +263,6 @@ fn run_inner(args: ReplayArgs) -> Result<(), AuditError> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
     out.flush()?;
-    Ok(())
+    scratch.discard();
+    close(source)
 }

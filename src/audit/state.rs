@@ -9,7 +9,7 @@ use parley_storage::Store;
 use serde_json::{json, Value};
 
 use super::replay::{replay_store, Scratch, ScratchArgs, Until};
-use super::{open_data_dir, AuditError, DataDirArgs};
+use super::{close, open_data_dir, AuditError, DataDirArgs};
 
 #[derive(Args, Debug)]
 pub struct StateArgs {
@@ -101,5 +101,6 @@ fn run_inner(args: StateArgs) -> Result<(), AuditError> {
     let text = serde_json::to_string_pretty(&v).map_err(|e| AuditError::Other(e.to_string()))?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}")?;
-    Ok(())
+    scratch.discard();
+    close(source)
 }

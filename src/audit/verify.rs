@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::chain::{Chain, DbEntries, ExportEntries};
 use super::progress::Progress;
-use super::{open_data_dir, AuditError};
+use super::{close, open_data_dir, AuditError};
 
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["data_dir", "from_export"])))]
@@ -194,7 +194,11 @@ pub fn run(args: VerifyArgs) -> Result<(), String> {
     let expected = args.expect_head.as_deref().map(ExpectedHead::parse).transpose()?;
     let result = match (&args.data_dir, &args.from_export) {
         (_, Some(file)) => open_export(file).and_then(|r| verify_export(r, args.partial, expected)),
-        (Some(dir), None) => open_data_dir(dir, args.cache_mb).and_then(|s| verify_store(&s, expected)),
+        (Some(dir), None) => open_data_dir(dir, args.cache_mb).and_then(|s| {
+            let verified = verify_store(&s, expected);
+            close(s)?;
+            verified
+        }),
         (None, None) => Err(AuditError::Other("give --data-dir or --from-export".into())),
     };
     let mut out = std::io::stdout().lock();

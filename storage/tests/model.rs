@@ -36,7 +36,7 @@ const MAX_BODY: u64 = 16_384;
 
 fn name_choice(i: u8) -> String {
     match i % 10 {
-        0 | 1 | 2 => "team".into(),
+        0..=2 => "team".into(),
         3 => "weekend plans ✓".into(),
         4 => "é".repeat(128),
         5 => String::new(),
