@@ -24,7 +24,7 @@ from xml.sax.saxutils import escape
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 W, H = 720, 420
-LEFT, RIGHT, TOP, BOTTOM = 80, 190, 50, 60
+LEFT, RIGHT, TOP, BOTTOM = 80, 190, 60, 64
 
 
 def load(path):
@@ -55,11 +55,9 @@ def nice_ticks(lo, hi, n=5):
     mag = 10 ** math.floor(math.log10(raw))
     step = min((s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw), default=raw)
     start = math.floor(lo / step) * step
-    ticks = []
-    v = start
-    while v <= hi + step * 1e-9:
-        ticks.append(round(v, 10))
-        v += step
+    ticks = [round(start, 10)]
+    while ticks[-1] < hi - step * 1e-9:
+        ticks.append(round(ticks[-1] + step, 10))
     return ticks
 
 
@@ -213,13 +211,13 @@ def plot_percentiles(runs, out_dir):
                    and r["params"].get("mode") == "http" and r["params"].get("concurrency") == 64
                    and r["params"].get("kind", "direct") == "direct")
         if r:
-            groups.append((f"send, 64 HTTP senders, {nodes}n", op(r, "send"), r["date"]))
+            groups.append((f"send|64 HTTP|{nodes} node{'s' if nodes > 1 else ''}", op(r, "send"), r["date"]))
         r = latest(runs, lambda r: r["scenario"] == "deliver" and r["params"].get("nodes") == nodes)
         if r:
-            groups.append((f"delivery @ {r['params']['rate']:g}/s, {nodes}n", op(r, "deliver (to receipt)"), r["date"]))
+            groups.append((f"delivery|{r['params']['rate']:g}/s|{nodes} node{'s' if nodes > 1 else ''}", op(r, "deliver (to receipt)"), r["date"]))
         r = latest(runs, lambda r: r["scenario"] == "fanout" and r["params"].get("nodes") == nodes)
         if r:
-            groups.append((f"fan-out {r['params']['online']} online, {nodes}n", op(r, "last member receipt"), r["date"]))
+            groups.append((f"fan-out|{r['params']['online']} online|{nodes} node{'s' if nodes > 1 else ''}", op(r, "last member receipt"), r["date"]))
     groups = [g for g in groups if g[1] and g[1].get("p50_ms") is not None]
     if not groups:
         print("no latency runs: skipping latency_percentiles.svg")
@@ -239,7 +237,7 @@ def plot_percentiles(runs, out_dir):
             y = ypos(o[q])
             svg.add(f'<rect x="{x0 + qi * bw:.1f}" y="{y:.1f}" width="{bw - 1:.1f}" height="{base - y:.1f}" '
                     f'fill="{COLORS[qi]}"/>')
-        words = label.split(", ")
+        words = label.split("|")
         for li, w in enumerate(words):
             svg.text(LEFT + (gi + 0.5) * slot, base + 14 + li * 13, w, "middle", font_size="10")
     legend(svg, [(name, COLORS[i], None) for i, (_, name) in enumerate(quants)])

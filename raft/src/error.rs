@@ -31,7 +31,7 @@ pub enum RaftError {
 }
 
 /// Why a write (or a membership change) was not applied.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     /// This node is not the leader; retry on the leader if one is known.
     #[error("not the leader; leader is {leader_id:?} at {leader_addr:?}")]

@@ -15,7 +15,12 @@
 //!
 //! Invariants:
 //! - a vote is on disk before [`RaftLogStorage::save_vote`] returns;
-//! - appended entries are on disk before the append callback is called (one flush per batch);
+//! - appended entries are on disk before the append callback is called. openraft 0.9 calls
+//!   `append` once per client write, so a flush per call would cap throughput at one write
+//!   per fsync. Instead `append` writes the entries (in memory, readable at once) and hands its
+//!   callback to the [`Flusher`]: a task that takes every callback waiting, flushes once, and
+//!   completes them all. That is group commit: one fsync for every write that arrived while the
+//!   previous fsync ran, and no callback before the flush that covers its entries;
 //! - the log has no holes: truncation removes a suffix, purging removes a prefix, and the purge
 //!   point is recorded (and flushed) before any entry is removed;
 //! - a record that fails its checksum or rkyv validation is a [`StorageError`], never a panic
@@ -28,7 +33,7 @@ use std::ops::{Bound, RangeBounds};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{CommittedLeaderId, EntryPayload, ErrorSubject, ErrorVerb, StorageIOError};
 use parley_storage::codec::{self, CodecError};
-use parley_storage::Command;
+use parley_storage::CommandBatch;
 use rkyv::{Archive, Deserialize, Serialize};
 use serde::de::DeserializeOwned;
 
@@ -106,7 +111,7 @@ impl StoredEntry {
         let log_id = self.log_id();
         let payload = match self.payload {
             StoredPayload::Blank => EntryPayload::Blank,
-            StoredPayload::Normal(bytes) => EntryPayload::Normal(codec::decode::<Command>(&bytes)?),
+            StoredPayload::Normal(bytes) => EntryPayload::Normal(codec::decode::<CommandBatch>(&bytes)?),
             StoredPayload::Membership(bytes) => EntryPayload::Membership(serde_json::from_slice::<Membership>(&bytes)?),
         };
         Ok(Entry { log_id, payload })
@@ -146,6 +151,54 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     state: sled::Tree,
+    flusher: Flusher,
+}
+
+/// Group commit for appends: callbacks wait here for the next flush of the db.
+#[derive(Clone)]
+struct Flusher {
+    tx: std::sync::Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>>>>,
+}
+
+impl Flusher {
+    fn new() -> Self {
+        Flusher { tx: Default::default() }
+    }
+
+    /// Queues `callback` for the next flush, starting the flush task on first use (it needs
+    /// the runtime, which `open` may not run on).
+    fn submit(&self, db: &sled::Db, callback: LogFlushed<TypeConfig>) {
+        let mut guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = guard.get_or_insert_with(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(flush_loop(db.clone(), rx));
+            tx
+        });
+        if let Err(returned) = tx.send(callback) {
+            // The task is gone (runtime shutting down): never acknowledge without a flush.
+            let res = db.flush().map(|_| ()).map_err(|e| io::Error::other(e.to_string()));
+            returned.0.log_io_completed(res);
+        }
+    }
+}
+
+/// Flushes once for every callback waiting, then completes them in order.
+async fn flush_loop(db: sled::Db, mut rx: tokio::sync::mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.recv().await {
+        waiting.push(first);
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        // Durability point: everything appended before these callbacks were queued is in
+        // this flush.
+        let started = std::time::Instant::now();
+        let res = db.flush_async().await;
+        tracing::trace!(batch = waiting.len(), micros = started.elapsed().as_micros() as u64, "log flushed");
+        for cb in waiting.drain(..) {
+            cb.log_io_completed(res.as_ref().map(|_| ()).map_err(|e| io::Error::other(e.to_string())));
+        }
+    }
 }
 
 impl LogStore {
@@ -153,7 +206,7 @@ impl LogStore {
     pub fn open(db: sled::Db) -> Result<LogStore, sled::Error> {
         let log = db.open_tree(LOG_TREE)?;
         let state = db.open_tree(STATE_TREE)?;
-        Ok(LogStore { db, log, state })
+        Ok(LogStore { db, log, state, flusher: Flusher::new() })
     }
 
     fn read_state<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
@@ -304,19 +357,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The whole batch lands atomically and is readable from here on (in memory).
         self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
 
-        // Durability point (group commit): one flush for the whole batch, and only then the
-        // callback that lets openraft acknowledge these entries.
-        match self.db.flush_async().await {
-            Ok(_) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                let err = StorageIOError::write_logs(&e);
-                callback.log_io_completed(Err(io::Error::other(e.to_string())));
-                Err(err.into())
-            }
-        }
+        // Durability point (group commit): the callback that lets openraft acknowledge these
+        // entries runs only after the flusher's next flush, shared with concurrent appends.
+        self.flusher.submit(&self.db, callback);
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(since = log_id.index))]
@@ -349,7 +393,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use openraft::{BasicNode, Membership};
-    use parley_storage::CommandKind;
+    use parley_storage::{Command, CommandKind};
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
@@ -371,7 +415,7 @@ mod tests {
         let membership = Membership::new(vec![BTreeSet::from([1u64])], nodes);
         vec![
             Entry { log_id: log_id(1, 1), payload: EntryPayload::Blank },
-            Entry { log_id: log_id(1, 2), payload: EntryPayload::Normal(cmd) },
+            Entry { log_id: log_id(1, 2), payload: EntryPayload::Normal(CommandBatch { commands: vec![cmd] }) },
             Entry { log_id: log_id(2, 3), payload: EntryPayload::Membership(membership) },
         ]
     }

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
-use parley_storage::{Command, Outcome, Store};
-use tokio::sync::watch;
+use parley_storage::{Command, CommandBatch, Outcome, Store};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{InboundError, RaftError, WriteError};
 use crate::log_store::LogStore;
@@ -113,6 +113,67 @@ pub struct RaftNode {
     raft: Raft,
     db: sled::Db,
     secret: Arc<[u8]>,
+    batcher: mpsc::Sender<Pending>,
+}
+
+/// A command waiting for the batcher, and where its outcome goes.
+type Pending = (Command, oneshot::Sender<Result<Outcome, WriteError>>);
+
+/// Most commands in one raft entry.
+const MAX_BATCH_COMMANDS: usize = 512;
+/// Most message-body bytes in one raft entry (keeps append RPCs to followers small).
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Group commit above raft: takes every command waiting, proposes them as one entry, hands each
+/// caller its own outcome. One batch is in flight at a time; commands arriving meanwhile form
+/// the next one, so batches grow with load and stay at one command when idle.
+async fn batch_loop(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
+    while let Some(first) = rx.recv().await {
+        let mut bytes = command_bytes(&first.0);
+        let mut pending = vec![first];
+        while pending.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += command_bytes(&p.0);
+                    pending.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let (commands, replies): (Vec<Command>, Vec<_>) = pending.into_iter().unzip();
+        let count = commands.len();
+        let result = raft.client_write(CommandBatch { commands }).await;
+        match result {
+            Ok(resp) if resp.data.outcomes.len() == count => {
+                for (reply, outcome) in replies.into_iter().zip(resp.data.outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Ok(resp) => {
+                // Cannot happen: apply answers one outcome per command. Refuse rather than
+                // hand anyone a wrong outcome.
+                tracing::error!(expected = count, got = resp.data.outcomes.len(), "batch outcome count mismatch");
+                let err = WriteError::ForwardToLeader { leader_id: None, leader_addr: None };
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+            Err(e) => {
+                let err = client_write_error(&raft, e);
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Rough size of a command in an entry.
+fn command_bytes(cmd: &Command) -> usize {
+    match &cmd.kind {
+        parley_storage::CommandKind::Send { body, .. } => body.len() + 256,
+        _ => 256,
+    }
 }
 
 impl RaftNode {
@@ -161,12 +222,15 @@ impl RaftNode {
 
         let network = Network::new(cfg.node_id, &cfg.cluster_secret)?;
         let raft = Raft::new(cfg.node_id, Arc::new(config), network, log_store, state_machine).await?;
+        let (batcher, batch_rx) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
+        tokio::spawn(batch_loop(raft.clone(), batch_rx));
         let node = RaftNode {
             node_id: cfg.node_id,
             addr: cfg.addr.clone(),
             raft,
             db,
             secret: Arc::from(cfg.cluster_secret.as_slice()),
+            batcher,
         };
 
         let members = cfg.members();
@@ -224,11 +288,12 @@ impl RaftNode {
     /// Proposes `cmd` and waits until it is committed and applied; returns its outcome.
     #[tracing::instrument(skip_all, fields(node_id = self.node_id, kind = cmd.kind.name(), index = tracing::field::Empty, cursor = tracing::field::Empty))]
     pub async fn write(&self, cmd: Command) -> Result<Outcome, WriteError> {
-        let response = self.raft.client_write(cmd).await.map_err(|e| self.client_write_error(e))?;
-        let span = tracing::Span::current();
-        span.record("index", response.log_id.index);
-        span.record("cursor", response.data.cursor);
-        Ok(response.data)
+        let (tx, rx) = oneshot::channel();
+        let stopped = || WriteError::Fatal(Box::new(openraft::error::Fatal::Stopped));
+        self.batcher.send((cmd, tx)).await.map_err(|_| stopped())?;
+        let outcome = rx.await.map_err(|_| stopped())??;
+        tracing::Span::current().record("cursor", outcome.cursor);
+        Ok(outcome)
     }
 
     /// Confirms leadership with a quorum and waits until everything committed before now is
@@ -236,7 +301,7 @@ impl RaftNode {
     #[tracing::instrument(skip_all, fields(node_id = self.node_id))]
     pub async fn read_barrier(&self) -> Result<Option<LogId>, WriteError> {
         self.raft.ensure_linearizable().await.map_err(|e| match e {
-            openraft::error::RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => self.forward(f),
+            openraft::error::RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => forward(&self.raft, f),
             openraft::error::RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => q.into(),
             openraft::error::RaftError::Fatal(f) => f.into(),
         })
@@ -319,22 +384,29 @@ impl RaftNode {
     }
 
     fn client_write_error(&self, e: openraft::error::RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> WriteError {
-        match e {
-            openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => self.forward(f),
-            openraft::error::RaftError::APIError(ClientWriteError::ChangeMembershipError(m)) => m.into(),
-            openraft::error::RaftError::Fatal(f) => f.into(),
-        }
+        client_write_error(&self.raft, e)
     }
+}
 
-    /// Fills in the leader's address from the membership when openraft did not include it.
-    fn forward(&self, f: ForwardToLeader<NodeId, Node>) -> WriteError {
-        let leader_addr = match (&f.leader_node, f.leader_id) {
-            (Some(node), _) => Some(node.addr.clone()),
-            (None, Some(id)) => {
-                self.raft.metrics().borrow().membership_config.membership().get_node(&id).map(|n| n.addr.clone())
-            }
-            (None, None) => None,
-        };
-        WriteError::ForwardToLeader { leader_id: f.leader_id, leader_addr }
+fn client_write_error(
+    raft: &Raft,
+    e: openraft::error::RaftError<NodeId, ClientWriteError<NodeId, Node>>,
+) -> WriteError {
+    match e {
+        openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => forward(raft, f),
+        openraft::error::RaftError::APIError(ClientWriteError::ChangeMembershipError(m)) => m.into(),
+        openraft::error::RaftError::Fatal(f) => f.into(),
     }
+}
+
+/// Fills in the leader's address from the membership when openraft did not include it.
+fn forward(raft: &Raft, f: ForwardToLeader<NodeId, Node>) -> WriteError {
+    let leader_addr = match (&f.leader_node, f.leader_id) {
+        (Some(node), _) => Some(node.addr.clone()),
+        (None, Some(id)) => {
+            raft.metrics().borrow().membership_config.membership().get_node(&id).map(|n| n.addr.clone())
+        }
+        (None, None) => None,
+    };
+    WriteError::ForwardToLeader { leader_id: f.leader_id, leader_addr }
 }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageIOError};
-use parley_storage::{AppliedEntry, Outcome, Store, StoreError};
+use parley_storage::{AppliedEntry, BatchOutcome, Outcome, Store, StoreError};
 use serde::de::DeserializeOwned;
 use tokio::sync::RwLock;
 
@@ -180,7 +180,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(count = tracing::field::Empty, last_index = tracing::field::Empty, cursor = tracing::field::Empty))]
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchOutcome>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -194,6 +194,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         span.record("last_index", last_log_id.index);
 
         let shared = &self.shared;
+        let started = std::time::Instant::now();
         let gate = shared.gate.write().await;
         let mut cursor = shared.store.applied_cursor();
         let mut tx = shared.store.begin();
@@ -201,19 +202,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut membership = None;
         for entry in &entries {
             match &entry.payload {
-                EntryPayload::Normal(cmd) => {
-                    // A storage error here is fatal: the whole batch is abandoned uncommitted
-                    // and openraft stops the node; nothing is skipped.
-                    let outcome = tx
-                        .execute(cmd)
-                        .map_err(|e| -> StorageError { StorageIOError::apply(entry.log_id, &e).into() })?;
-                    cursor = cursor.max(outcome.cursor);
-                    replies.push(outcome);
+                EntryPayload::Normal(batch) => {
+                    let mut outcomes = Vec::with_capacity(batch.commands.len());
+                    for cmd in &batch.commands {
+                        // A storage error here is fatal: the whole batch is abandoned
+                        // uncommitted and openraft stops the node; nothing is skipped.
+                        let outcome = tx
+                            .execute(cmd)
+                            .map_err(|e| -> StorageError { StorageIOError::apply(entry.log_id, &e).into() })?;
+                        cursor = cursor.max(outcome.cursor);
+                        outcomes.push(outcome);
+                    }
+                    replies.push(BatchOutcome { outcomes });
                 }
-                EntryPayload::Blank => replies.push(Outcome { cursor, ..Outcome::default() }),
+                EntryPayload::Blank => replies.push(blank_outcome(cursor)),
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
-                    replies.push(Outcome { cursor, ..Outcome::default() });
+                    replies.push(blank_outcome(cursor));
                 }
             }
         }
@@ -229,6 +234,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let applied_cursor = shared.store.applied_cursor();
         drop(gate);
         span.record("cursor", applied_cursor);
+        tracing::trace!(entries = entries.len(), micros = started.elapsed().as_micros() as u64, "batch applied");
 
         shared.listener.applied(&applied, applied_cursor);
         Ok(replies)
@@ -318,4 +324,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         drop(gate);
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
+}
+
+/// The answer to an entry that carries no command (blank, membership): the cursor it saw.
+fn blank_outcome(cursor: u64) -> BatchOutcome {
+    BatchOutcome { outcomes: vec![Outcome { cursor, ..Outcome::default() }] }
 }

@@ -10,8 +10,8 @@ use std::io::Cursor;
 openraft::declare_raft_types!(
     /// Parley's raft: commands in, outcomes out.
     pub TypeConfig:
-        D = parley_storage::Command,
-        R = parley_storage::Outcome,
+        D = parley_storage::CommandBatch,
+        R = parley_storage::BatchOutcome,
         NodeId = u64,
         Node = openraft::BasicNode,
 );

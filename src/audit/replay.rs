@@ -8,7 +8,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Instant;
 
 use clap::Args;
@@ -135,13 +135,18 @@ pub struct Replayed {
 /// Entries per hand-off from the reading thread to the applying one.
 const HANDOFF: usize = 1024;
 
-/// What the reading thread hands over: verified entries in cursor order, or why it stopped.
-type Handoff = Result<Vec<(JournalRecord, Event)>, AuditError>;
+/// Verified entries in cursor order.
+type Batch = Vec<(JournalRecord, Event)>;
+
+/// What the reading thread hands over: a batch, or why it stopped.
+type Handoff = Result<Batch, AuditError>;
 
 /// Replays `source`'s journal through `replayer` up to `until`, verifying the chain.
 ///
 /// Two threads: one reads, decodes and verifies the journal, the other applies, with a
-/// bounded queue between them (a few thousand entries in flight at most).
+/// bounded queue between them (a few thousand entries in flight at most). Applied batches go
+/// back to the reader to be freed and refilled: memory is freed by the thread that allocated
+/// it, which keeps the allocator's per-thread arenas uncontended.
 pub fn replay_store(source: &Store, until: Until, replayer: &mut Replayer) -> Result<Replayed, AuditError> {
     let recorded = source.head()?;
     let total = match until {
@@ -151,8 +156,9 @@ pub fn replay_store(source: &Store, until: Until, replayer: &mut Replayer) -> Re
     let mut progress = Progress::new("replay", total);
     let mut last = Replayed { cursor: 0, head: parley_storage::journal::ZERO_HASH, ts: 0, entries: 0 };
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Handoff>(8);
+    let (recycle, recycled) = std::sync::mpsc::sync_channel::<Batch>(16);
     let (applied, stopped_early) = std::thread::scope(|s| {
-        let reader = s.spawn(move || read_journal(source, until, &sender));
+        let reader = s.spawn(move || read_journal(source, until, &sender, &recycled));
         let mut applied: Result<(), AuditError> = Ok(());
         'batches: for handoff in receiver.iter() {
             let batch = match handoff {
@@ -170,9 +176,12 @@ pub fn replay_store(source: &Store, until: Until, replayer: &mut Replayer) -> Re
                 last = Replayed { cursor: rec.cursor, head: rec.hash, ts: rec.ts, entries: last.entries + 1 };
             }
             progress.inc(batch.len() as u64);
+            // If the reader is gone or behind, the batch is simply freed here.
+            let _ = recycle.try_send(batch);
         }
         // Unblocks the reader if we stopped first.
         drop(receiver);
+        drop(recycle);
         let stopped_early = reader.join().map_err(|_| AuditError::Other("the journal reader panicked".into()));
         (applied, stopped_early)
     });
@@ -192,7 +201,7 @@ pub fn replay_store(source: &Store, until: Until, replayer: &mut Replayer) -> Re
 }
 
 /// The reading side of [`replay_store`]; returns whether it stopped at `until`.
-fn read_journal(source: &Store, until: Until, out: &SyncSender<Handoff>) -> bool {
+fn read_journal(source: &Store, until: Until, out: &SyncSender<Handoff>, recycled: &Receiver<Batch>) -> bool {
     let mut batch = Vec::with_capacity(HANDOFF);
     for item in DbEntries::new(source.journal_raw(1), Chain::genesis()) {
         match item {
@@ -202,8 +211,19 @@ fn read_journal(source: &Store, until: Until, out: &SyncSender<Handoff>) -> bool
                     return true;
                 }
                 batch.push((rec, entry.event));
-                if batch.len() == HANDOFF && out.send(Ok(std::mem::take(&mut batch))).is_err() {
-                    return false;
+                if batch.len() == HANDOFF {
+                    let next = match recycled.try_recv() {
+                        Ok(mut b) => {
+                            b.clear();
+                            b
+                        }
+                        Err(_) => Vec::with_capacity(HANDOFF),
+                    };
+                    if out.send(Ok(std::mem::replace(&mut batch, next))).is_err() {
+                        return false;
+                    }
+                    // Free whatever else came back, here where it was allocated.
+                    while recycled.try_recv().is_ok() {}
                 }
             }
             Err(e) => {

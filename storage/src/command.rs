@@ -16,6 +16,17 @@ pub struct Command {
     pub kind: CommandKind,
 }
 
+/// Commands proposed together as one raft entry.
+///
+/// openraft 0.9 takes a client write through append, flush and apply before it starts the next
+/// one, so one command per entry caps a node at one write per round trip. The node batches
+/// whatever commands are waiting into one entry (group commit); apply runs them in order, each
+/// exactly as if it had its own entry.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct CommandBatch {
+    pub commands: Vec<Command>,
+}
+
 /// Role of a group member.
 #[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

@@ -36,10 +36,10 @@ pub mod rejection;
 pub mod replay;
 pub mod store;
 
-pub use command::{Command, CommandKind, Role};
+pub use command::{Command, CommandBatch, CommandKind, Role};
 pub use event::{Event, RemoveReason};
 pub use journal::Entry;
-pub use outcome::{Audience, Outcome, Reply};
+pub use outcome::{Audience, BatchOutcome, Outcome, Reply};
 pub use query::{ConversationSummary, HistoryQuery, SyncPage};
 pub use rejection::Rejection;
 pub use store::{AppliedEntry, Head, Store, StoreError, Tx};

@@ -18,6 +18,12 @@ impl Default for Outcome {
     }
 }
 
+/// The outcomes of a [`crate::command::CommandBatch`], one per command, in order.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct BatchOutcome {
+    pub outcomes: Vec<Outcome>,
+}
+
 /// What a successful command returns beyond its cursor.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Reply {

@@ -22,8 +22,8 @@ use crate::store::{Head, Store, StoreError, Tx};
 /// cost vanishes, small enough that the in-memory overlay stays a few tens of MiB.
 pub const DEFAULT_BATCH_ENTRIES: usize = 20_000;
 
-/// Buffered writes an in-memory replay holds before it spills to the store (roughly 300 bytes
-/// each: about 3 GiB).
+/// Records an in-memory replay holds before it spills to the store (about 400 bytes each with
+/// the hash tables: some 4 GiB; a million chat-like journal entries make about 2.5 million).
 pub const DEFAULT_SPILL_WRITES: usize = 10_000_000;
 
 /// Applies journal entries to a store in batches.
