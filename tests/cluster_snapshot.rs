@@ -81,6 +81,26 @@ async fn full_sync(c: &Cluster, id: u64, u: &User) -> Vec<Value> {
     }
 }
 
+/// Writes until the leader has purged the log the stopped follower needs (so it must catch
+/// up by snapshot), then checks the log stays bounded. The purge follows a snapshot
+/// asynchronously, and with command batching the number of log entries per message varies, so
+/// a fixed number of writes is not enough on its own; bounded at five more rounds.
+async fn write_until_snapshot_needed(c: &Cluster, s: &Setup, follower_last_log: u64, tag: &str, acks: &mut Vec<Ack>) {
+    for round in 0..5 {
+        let (_, purged, _) = raft_log(c, s.leader).await;
+        if purged > follower_last_log + 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_, purged, _) = raft_log(c, s.leader).await;
+        if purged > follower_last_log + 1 {
+            break;
+        }
+        acks.extend(write(c, s, 200, &format!("{tag}x{round}")).await);
+    }
+    assert_needs_snapshot(c, s, follower_last_log).await;
+}
+
 /// The follower's needed log is purged on the leader; the log stays bounded.
 async fn assert_needs_snapshot(c: &Cluster, s: &Setup, follower_last_log: u64) {
     let (last, purged, snapshot) = raft_log(c, s.leader).await;
@@ -118,8 +138,8 @@ async fn paused_follower_catches_up_by_snapshot_to_the_same_journal() {
     let s = setup(&c, "p").await;
     let (follower_last_log, _, _) = raft_log(&c, s.follower).await;
     c.pause(s.follower);
-    let acks = write(&c, &s, 1000, "p").await;
-    assert_needs_snapshot(&c, &s, follower_last_log).await;
+    let mut acks = write(&c, &s, 1000, "p").await;
+    write_until_snapshot_needed(&c, &s, follower_last_log, "p", &mut acks).await;
 
     c.resume(s.follower);
     let resumed = Instant::now();
@@ -136,8 +156,8 @@ async fn follower_down_long_catches_up_by_snapshot_after_restart() {
     let s = setup(&c, "d").await;
     let (follower_last_log, _, _) = raft_log(&c, s.follower).await;
     c.kill9(s.follower);
-    let acks = write(&c, &s, 600, "d").await;
-    assert_needs_snapshot(&c, &s, follower_last_log).await;
+    let mut acks = write(&c, &s, 600, "d").await;
+    write_until_snapshot_needed(&c, &s, follower_last_log, "d", &mut acks).await;
 
     c.spawn(s.follower);
     let ready = c.wait_ready(s.follower).await;

@@ -28,9 +28,9 @@ impl Progress {
             let bar = if total > 0 { ProgressBar::new(total) } else { ProgressBar::new_spinner() };
             bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(4));
             let template = if total > 0 {
-                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} entries ({per_sec}, eta {eta})"
+                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} entries (eta {eta})"
             } else {
-                "{prefix} [{elapsed_precise}] {spinner} {pos} entries ({per_sec})"
+                "{prefix} [{elapsed_precise}] {spinner} {pos} entries"
             };
             if let Ok(style) = ProgressStyle::with_template(template) {
                 bar.set_style(style);

@@ -91,7 +91,7 @@ fn run_inner(args: StateArgs) -> Result<(), AuditError> {
     let until = Until::from_flags(args.at, args.at_ts);
     let mut replayer = scratch.replayer(&args.scratch);
     let r = replay_store(&source, until, &mut replayer)?;
-    replayer.finish()?;
+    replayer.finish_for_queries()?;
     if let Until::Cursor(c) = until {
         if c > r.cursor {
             eprintln!("note: the journal ends at cursor {}, before --at {c}", r.cursor);

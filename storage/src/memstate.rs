@@ -175,6 +175,12 @@ impl MemState {
             .collect()
     }
 
+    /// Empties one tree.
+    pub(crate) fn clear(&mut self, t: Tree) {
+        self.trees[t.index()] = FastMap::default();
+        self.index.get_mut()[t.index()] = None;
+    }
+
     /// Number of records held.
     pub(crate) fn len(&self) -> usize {
         self.trees.iter().map(FastMap::len).sum()

@@ -16,6 +16,7 @@
 
 use crate::event::Event;
 use crate::journal::{Hash, JournalRecord};
+use crate::keys::Tree;
 use crate::store::{Head, Store, StoreError, Tx};
 
 /// Entries per commit when the caller has no preference: large enough that the per-commit
@@ -120,6 +121,22 @@ impl Replayer {
     pub fn finish(mut self) -> Result<Head, StoreError> {
         self.commit()?;
         self.store.head()
+    }
+
+    /// Like [`Replayer::finish`] for a replay made only to be queried (`parley state`): what
+    /// is still in memory is committed without the trees that only sync and idempotent sends
+    /// read (the conversation and personal feeds, the client message id index), which are
+    /// most of the records. The store then answers lists, groups, friends and history, not
+    /// sync, and its projection digest is no longer the live node's.
+    pub fn finish_for_queries(mut self) -> Result<Head, StoreError> {
+        if self.spill_writes.is_some() {
+            if let Some(tx) = self.tx.as_mut() {
+                for t in [Tree::ConvCursor, Tree::UserIdCursor, Tree::SenderClientMsgIdConvSeq] {
+                    tx.discard_tree(t);
+                }
+            }
+        }
+        self.finish()
     }
 }
 

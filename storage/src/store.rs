@@ -431,6 +431,7 @@ impl Tx {
 
     /// Replays a verified journal entry (offline replay / import) through the same `apply`.
     pub fn replay(&mut self, rec: &JournalRecord, event: &Event) -> Result<(), StoreError> {
+        self.check_follows(rec)?;
         self.put_rec(Tree::CursorEntry, keys::u64_key(rec.cursor).to_vec(), rec);
         self.replay_projections(rec, event)
     }
@@ -438,14 +439,20 @@ impl Tx {
     /// Like [`Tx::replay`] but keeps no copy of the journal entry: projections and head only
     /// (offline replay into a scratch store only needs those).
     pub fn replay_projections(&mut self, rec: &JournalRecord, event: &Event) -> Result<(), StoreError> {
-        let head = self.head()?;
-        if rec.cursor != head.cursor + 1 || rec.prev_hash != head.hash {
-            return Err(JournalError::BrokenLink { cursor: rec.cursor, prev: head.cursor }.into());
-        }
+        self.check_follows(rec)?;
         let new_head = Head { cursor: rec.cursor, hash: rec.hash, ts: rec.ts };
         self.put(Tree::Meta, META_HEAD.as_bytes().to_vec(), new_head.encode());
         self.head = Some(new_head);
         crate::apply::apply(self, rec.cursor, rec.ts, event)?;
+        Ok(())
+    }
+
+    /// Refuses `rec` unless it is the entry that follows the head.
+    fn check_follows(&mut self, rec: &JournalRecord) -> Result<(), StoreError> {
+        let head = self.head()?;
+        if rec.cursor != head.cursor + 1 || rec.prev_hash != head.hash {
+            return Err(JournalError::BrokenLink { cursor: rec.cursor, prev: head.cursor }.into());
+        }
         Ok(())
     }
 
@@ -460,6 +467,14 @@ impl Tx {
     /// ordinary one.
     pub fn projection_digest(&self) -> Option<Hash> {
         self.mem.as_ref().map(|m| m.projection_digest())
+    }
+
+    /// Forgets every pending write to tree `t` (a detached transaction: that whole tree).
+    pub(crate) fn discard_tree(&mut self, t: Tree) {
+        match &mut self.mem {
+            Some(mem) => mem.clear(t),
+            None => self.writes.retain(|(wt, _), _| *wt != t),
+        }
     }
 
     /// Number of buffered writes (lets callers bound a batch).
