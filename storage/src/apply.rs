@@ -101,13 +101,13 @@ pub(crate) fn apply(tx: &mut Tx, cursor: u64, ts: u64, event: &Event) -> Result<
                 keys::pair(sender, client_msg_id),
                 keys::with_u64(conversation_id, *seq),
             );
-            let mut meta = conv_meta(tx, conversation_id)?;
-            meta.max_seq = *seq;
-            meta.activity_cursor = cursor;
-            tx.put_rec(Tree::ConvMeta, conversation_id.as_bytes().to_vec(), &meta);
             // Sending moves the sender's read marker to their own message.
             update_member(tx, conversation_id, sender, |m| m.read_seq = m.read_seq.max(*seq))?;
-            conversation_feed(tx, cursor, conversation_id, &conv)?
+            // One read and one write of the counters for the whole message.
+            conversation_feed_with(tx, cursor, conversation_id, &conv, |meta| {
+                meta.max_seq = *seq;
+                meta.activity_cursor = cursor;
+            })?
         }
         Event::MessageRevoked { conversation_id, seq, .. } => {
             let conv = parse(conversation_id)?;
@@ -240,8 +240,20 @@ fn personal(tx: &mut Tx, cursor: u64, users: &[&String]) -> Audience {
 
 /// Adds the entry to a conversation's feed (one record, whatever the member count).
 fn conversation_feed(tx: &mut Tx, cursor: u64, conv_id: &str, conv: &ConversationId) -> Result<Audience, StoreError> {
+    conversation_feed_with(tx, cursor, conv_id, conv, |_| {})
+}
+
+/// [`conversation_feed`], also changing the conversation's counters in the same write.
+fn conversation_feed_with(
+    tx: &mut Tx,
+    cursor: u64,
+    conv_id: &str,
+    conv: &ConversationId,
+    change: impl FnOnce(&mut ConversationRecord),
+) -> Result<Audience, StoreError> {
     tx.put(Tree::ConvCursor, keys::with_u64(conv_id, cursor), Vec::new());
     let mut meta = conv_meta(tx, conv_id)?;
+    change(&mut meta);
     meta.last_feed_cursor = cursor;
     tx.put_rec(Tree::ConvMeta, conv_id.as_bytes().to_vec(), &meta);
     Ok(match conv {
