@@ -21,7 +21,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -42,53 +42,12 @@ pub fn bin() -> String {
 // Processes
 // ---------------------------------------------------------------------------------------------
 
-struct SpawnRequest {
-    cmd: Command,
-    reply: mpsc::Sender<std::io::Result<Child>>,
-}
+#[path = "../support/spawn.rs"]
+mod spawn;
 
-/// Children are forked by one thread that lives as long as the process: `PR_SET_PDEATHSIG`
-/// fires when the forking *thread* exits, so it must not be a short-lived test thread.
-fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
-    SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("cluster-spawner".into())
-            .spawn(move || {
-                for mut req in rx {
-                    let _ = req.reply.send(req.cmd.spawn());
-                }
-                loop {
-                    std::thread::park();
-                }
-            })
-            .expect("spawn the spawner thread");
-        Mutex::new(tx)
-    })
-}
-
-pub fn spawn_child(mut cmd: Command) -> Child {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe libc calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    return Err(std::io::Error::other("test process gone"));
-                }
-                Ok(())
-            });
-        }
-    }
-    let (reply, rx) = mpsc::channel();
-    spawner().lock().unwrap_or_else(|p| p.into_inner()).send(SpawnRequest { cmd, reply }).expect("spawner alive");
-    rx.recv().expect("spawner answers").expect("spawn parley")
+/// Spawns a `parley` child that dies with the test process (see `tests/support/spawn.rs`).
+pub fn spawn_child(cmd: Command) -> Child {
+    spawn::spawn_child(cmd).expect("spawn parley")
 }
 
 pub fn signal(child: &Child, sig: libc::c_int) {

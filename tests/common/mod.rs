@@ -153,58 +153,9 @@ fn target_tmp() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
 }
 
-/// Children are spawned by one long-lived thread with `PR_SET_PDEATHSIG = SIGKILL`: the kernel
-/// kills them when that thread dies, i.e. when the test process exits, however it exits. (The
-/// signal fires when the spawning *thread* exits, so it must not be a short-lived test thread.)
-struct SpawnRequest {
-    cmd: Command,
-    reply: mpsc::Sender<std::io::Result<Child>>,
-}
-
-fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
-    SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("parley-spawner".into())
-            .spawn(move || {
-                for mut req in rx {
-                    let _ = req.reply.send(req.cmd.spawn());
-                }
-                // The channel lives in a static and is never closed: park forever so that the
-                // children's parent-death signal only fires at process exit.
-                loop {
-                    std::thread::park();
-                }
-            })
-            .expect("spawn the spawner thread");
-        Mutex::new(tx)
-    })
-}
-
-fn spawn_child(mut cmd: Command) -> std::io::Result<Child> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe libc calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    // The test process already died.
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
-    }
-    let (reply, rx) = mpsc::channel();
-    spawner().lock().unwrap().send(SpawnRequest { cmd, reply }).expect("spawner thread alive");
-    rx.recv().expect("spawner replied")
-}
+#[path = "../support/spawn.rs"]
+mod spawn;
+use spawn::spawn_child;
 
 /// Shared servers are leaked (`&'static`); this exit handler kills them and removes their data.
 fn shared_registry() -> &'static Mutex<Vec<(u32, PathBuf)>> {
