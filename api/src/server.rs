@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_raft::{NodeConfig, RaftNode};
+use parley_raft::{LogStore, NodeConfig, NodeDbs, RaftNode};
 use parley_storage::Store;
 use tokio::net::TcpListener;
 use warp::Filter;
@@ -18,6 +18,9 @@ use crate::hub::Hub;
 use crate::limits::{LoginLimiter, SendLimiter};
 use crate::metrics::Metrics;
 use crate::state::{ApiConfig, AppState};
+
+/// Cache of the raft log's db.
+const RAFT_LOG_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Everything a node needs to run.
 #[derive(Debug, Clone)]
@@ -65,7 +68,18 @@ impl Node {
             .cache_capacity(cfg.cache_bytes)
             .open()
             .map_err(|e| ServerError::Open(cfg.data_dir.clone(), e.to_string()))?;
-        let store = Store::open(db.clone())?;
+        // The raft log has its own db (see `NodeDbs`); a small cache: entries are read back
+        // only to replicate them and to re-apply after a restart.
+        let log_db = sled::Config::new()
+            .path(cfg.data_dir.join("raft"))
+            .cache_capacity(RAFT_LOG_CACHE_BYTES)
+            .open()
+            .map_err(|e| ServerError::Open(cfg.data_dir.clone(), e.to_string()))?;
+        if LogStore::adopt_legacy(&db, &log_db).map_err(|e| ServerError::Open(cfg.data_dir.clone(), e.to_string()))? {
+            tracing::info!("moved the raft log into its own db (data dir from an earlier version)");
+        }
+        let dbs = NodeDbs { state: db.clone(), log: log_db };
+        let store = Store::open(db)?;
         let hub = Hub::new(store.clone());
         let node_cfg = NodeConfig {
             node_id: cfg.node_id,
@@ -75,9 +89,9 @@ impl Node {
             snapshot_logs_since_last: cfg.snapshot_logs_since_last,
         };
         let raft = if cfg.join {
-            RaftNode::join(node_cfg, db, store.clone(), hub.clone()).await?
+            RaftNode::join(node_cfg, dbs, store.clone(), hub.clone()).await?
         } else {
-            RaftNode::start(node_cfg, db, store.clone(), hub.clone()).await?
+            RaftNode::start(node_cfg, dbs, store.clone(), hub.clone()).await?
         };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))

@@ -42,6 +42,6 @@ pub mod types;
 pub use error::{InboundError, RaftError, WriteError};
 pub use log_store::LogStore;
 pub use network::{sign, verify, Network, AUTH_HEADER};
-pub use node::{MembershipChange, NodeConfig, RaftNode};
+pub use node::{MembershipChange, NodeConfig, NodeDbs, RaftNode};
 pub use state_machine::{ApplyListener, NoopListener, StateMachine};
 pub use types::{NodeId, TypeConfig};

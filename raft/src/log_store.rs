@@ -1,7 +1,8 @@
 //! The raft log and the raft hard state (vote, purge point, commit point) in sled.
 //!
-//! Owns two trees of the node's one `sled::Db` (the same Db as the state machine's
-//! [`parley_storage::Store`], so one flush makes both durable):
+//! Owns two trees of the raft log's own `sled::Db` (see [`crate::node::NodeDbs`] for why it is
+//! not the state machine's; data dirs from before the split are moved over by
+//! [`LogStore::adopt_legacy`]):
 //!
 //! | tree          | key                               | value                                       |
 //! |---------------|-----------------------------------|---------------------------------------------|
@@ -202,6 +203,38 @@ async fn flush_loop(db: sled::Db, mut rx: tokio::sync::mpsc::UnboundedReceiver<L
 }
 
 impl LogStore {
+    /// Moves the raft trees of a data dir written before the log had its own db from
+    /// `state_db` into `log_db`. Does nothing when `log_db` already holds raft state or
+    /// `state_db` holds none. Copies and flushes first, drops the old trees after, so a crash
+    /// in between leaves the copy in place and the next start only drops the leftovers.
+    pub fn adopt_legacy(state_db: &sled::Db, log_db: &sled::Db) -> Result<bool, sled::Error> {
+        let names = state_db.tree_names();
+        let legacy = |name: &str| names.iter().any(|n| n.as_ref() == name.as_bytes());
+        if !legacy(LOG_TREE) && !legacy(STATE_TREE) {
+            return Ok(false);
+        }
+        let log_state = log_db.open_tree(STATE_TREE)?;
+        let adopted = log_state.is_empty();
+        if adopted {
+            for name in [LOG_TREE, STATE_TREE] {
+                let from = state_db.open_tree(name)?;
+                let to = log_db.open_tree(name)?;
+                let mut batch = sled::Batch::default();
+                for kv in from.iter() {
+                    let (k, v) = kv?;
+                    batch.insert(k, v);
+                }
+                to.apply_batch(batch)?;
+            }
+            log_db.flush()?;
+        }
+        for name in [LOG_TREE, STATE_TREE] {
+            state_db.drop_tree(name)?;
+        }
+        state_db.flush()?;
+        Ok(adopted)
+    }
+
     /// Opens (creating if needed) the raft trees in `db`.
     pub fn open(db: sled::Db) -> Result<LogStore, sled::Error> {
         let log = db.open_tree(LOG_TREE)?;
@@ -466,6 +499,35 @@ mod tests {
             StoredEntry::decode_record(&log_key(3), &bytes),
             Err(EntryCodecError::IndexMismatch { key: 3, stored: 2 })
         ));
+    }
+
+    #[tokio::test]
+    async fn legacy_raft_trees_move_into_the_log_db() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = sled::Config::new().path(dir.path().join("db")).open().unwrap();
+        let new = sled::Config::new().path(dir.path().join("raft")).open().unwrap();
+        let mut legacy = LogStore::open(old.clone()).unwrap();
+        let vote = Vote::new(3, 1);
+        legacy.save_vote(&vote).await.unwrap();
+        let log = old.open_tree(LOG_TREE).unwrap();
+        for entry in sample_entries() {
+            log.insert(log_key(entry.log_id.index), StoredEntry::from_entry(&entry).unwrap().encode()).unwrap();
+        }
+        drop(legacy);
+
+        assert!(LogStore::adopt_legacy(&old, &new).unwrap());
+        let names = old.tree_names();
+        assert!(!names.iter().any(|n| n.as_ref() == LOG_TREE.as_bytes() || n.as_ref() == STATE_TREE.as_bytes()));
+        let mut moved = LogStore::open(new.clone()).unwrap();
+        assert_eq!(moved.read_vote().await.unwrap(), Some(vote));
+        let entries = moved.try_get_log_entries(0..10).await.unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.log_id).collect::<Vec<_>>(),
+            vec![log_id(1, 1), log_id(1, 2), log_id(2, 3)]
+        );
+        // Second start: nothing left to adopt, nothing changed.
+        assert!(!LogStore::adopt_legacy(&old, &new).unwrap());
+        assert_eq!(moved.read_vote().await.unwrap(), Some(vote));
     }
 
     #[tokio::test]

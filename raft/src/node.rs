@@ -1,6 +1,6 @@
 //! One running raft node: configuration, bootstrap, writes, membership and inbound RPCs.
 //!
-//! Owns the lifecycle of the openraft instance over the node's one `sled::Db`:
+//! Owns the lifecycle of the openraft instance over the node's two `sled::Db`s ([`NodeDbs`]):
 //! - **start**: build openraft's `Config`, open the log store and state machine, create the
 //!   `Raft`, and bootstrap. A node initialises the cluster only if its storage is pristine (no
 //!   vote, no log, nothing applied): a single node (no peers) with just itself; with peers, only
@@ -10,7 +10,7 @@
 //! - **write**: `client_write`; on a follower the caller gets the leader to forward to.
 //! - **inbound RPCs**: JSON bodies in, JSON bodies out, for the api crate to mount on routes;
 //!   [`RaftNode::authenticate`] checks the body signature with the cluster secret.
-//! - **shutdown**: stop raft, then flush the db.
+//! - **shutdown**: stop raft, then flush both dbs.
 //!
 //! Invariant: a damaged or wiped node must be removed from the membership and re-added as a
 //! learner, never re-initialised into a running cluster.
@@ -105,13 +105,29 @@ pub enum MembershipChange {
     RemoveNodes(BTreeSet<NodeId>),
 }
 
+/// The node's storage: the state machine's db (journal and projections, [`Store`]) and the raft
+/// log's own db.
+///
+/// Two dbs because a sled flush writes out everything dirty in its db: with one db, every
+/// group-commit flush of the log also wrote the projections applied since the last one, in
+/// small pieces, on the write path. Apart, the log flush writes only log entries, and the
+/// projections reach disk in sled's background flushes (and before every snapshot, which is
+/// what lets the log be purged). Tests may pass the same db twice.
+#[derive(Clone)]
+pub struct NodeDbs {
+    /// Holds the [`Store`] and the state machine's raft meta and snapshots.
+    pub state: sled::Db,
+    /// Holds the raft log and hard state ([`LogStore`]).
+    pub log: sled::Db,
+}
+
 /// A running raft node. Cheap to clone (every field is a shared handle).
 #[derive(Clone)]
 pub struct RaftNode {
     node_id: NodeId,
     addr: String,
     raft: Raft,
-    db: sled::Db,
+    dbs: NodeDbs,
     secret: Arc<[u8]>,
     batcher: mpsc::Sender<Pending>,
 }
@@ -177,44 +193,44 @@ fn command_bytes(cmd: &Command) -> usize {
 }
 
 impl RaftNode {
-    /// Starts raft over `db` (the Db `store` was opened on) and bootstraps the cluster if this
-    /// node's storage is pristine and it is the one to do it.
+    /// Starts raft over `dbs` (`dbs.state` is the Db `store` was opened on) and bootstraps the
+    /// cluster if this node's storage is pristine and it is the one to do it.
     #[tracing::instrument(skip_all, fields(node_id = cfg.node_id, peers = cfg.peers.len()))]
     pub async fn start(
         cfg: NodeConfig,
-        db: sled::Db,
+        dbs: NodeDbs,
         store: Store,
         listener: Arc<dyn ApplyListener>,
     ) -> Result<RaftNode, RaftError> {
-        Self::open(cfg, db, store, listener, true).await
+        Self::open(cfg, dbs, store, listener, true).await
     }
 
-    /// Starts raft over `db` like [`RaftNode::start`], but never initialises a cluster: a
+    /// Starts raft over `dbs` like [`RaftNode::start`], but never initialises a cluster: a
     /// pristine node waits until a leader adds it (`add_learner`), then catches up. Needs the
     /// cluster secret (the leader's RPCs are signed with it).
     #[tracing::instrument(skip_all, fields(node_id = cfg.node_id, join = true))]
     pub async fn join(
         cfg: NodeConfig,
-        db: sled::Db,
+        dbs: NodeDbs,
         store: Store,
         listener: Arc<dyn ApplyListener>,
     ) -> Result<RaftNode, RaftError> {
         if cfg.cluster_secret.is_empty() {
             return Err(RaftError::Config("a cluster_secret is required to join a cluster".into()));
         }
-        Self::open(cfg, db, store, listener, false).await
+        Self::open(cfg, dbs, store, listener, false).await
     }
 
     async fn open(
         cfg: NodeConfig,
-        db: sled::Db,
+        dbs: NodeDbs,
         store: Store,
         listener: Arc<dyn ApplyListener>,
         bootstrap: bool,
     ) -> Result<RaftNode, RaftError> {
         let config = cfg.raft_config()?;
-        let mut log_store = LogStore::open(db.clone())?;
-        let mut state_machine = StateMachine::open(db.clone(), store, listener)?;
+        let mut log_store = LogStore::open(dbs.log.clone())?;
+        let mut state_machine = StateMachine::open(dbs.state.clone(), store, listener)?;
 
         let pristine = log_store.read_vote().await?.is_none()
             && log_store.get_log_state().await?.last_log_id.is_none()
@@ -228,7 +244,7 @@ impl RaftNode {
             node_id: cfg.node_id,
             addr: cfg.addr.clone(),
             raft,
-            db,
+            dbs,
             secret: Arc::from(cfg.cluster_secret.as_slice()),
             batcher,
         };
@@ -375,11 +391,12 @@ impl RaftNode {
         serde_json::to_vec(&answer).map_err(InboundError::Encode)
     }
 
-    /// Stops raft, then flushes the db so everything applied is on disk.
+    /// Stops raft, then flushes both dbs so everything applied is on disk.
     #[tracing::instrument(skip_all, fields(node_id = self.node_id))]
     pub async fn shutdown(&self) -> Result<(), RaftError> {
         self.raft.shutdown().await.map_err(|e| RaftError::Shutdown(e.to_string()))?;
-        self.db.flush_async().await?;
+        self.dbs.log.flush_async().await?;
+        self.dbs.state.flush_async().await?;
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parley_raft::types::NodeId;
-use parley_raft::{NodeConfig, NoopListener, RaftNode, WriteError, AUTH_HEADER};
+use parley_raft::{NodeConfig, NodeDbs, NoopListener, RaftNode, WriteError, AUTH_HEADER};
 use parley_storage::{Command, CommandKind, Store};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -59,7 +59,11 @@ async fn start_member(id: NodeId, listener: TcpListener, addr: String, peers: BT
     let db = sled::Config::new().path(dir.path()).open().unwrap();
     let store = Store::open(db.clone()).unwrap();
     let cfg = NodeConfig { node_id: id, addr, peers, cluster_secret: SECRET.to_vec(), snapshot_logs_since_last: 5 };
-    let node = Arc::new(RaftNode::start(cfg, db, store.clone(), Arc::new(NoopListener)).await.unwrap());
+    let node = Arc::new(
+        RaftNode::start(cfg, NodeDbs { state: db.clone(), log: db }, store.clone(), Arc::new(NoopListener))
+            .await
+            .unwrap(),
+    );
     let server = tokio::spawn(serve(listener, node.clone()));
     Member { node, store, server, _dir: dir }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use parley_raft::{sign, ApplyListener, NodeConfig, RaftNode};
+use parley_raft::{sign, ApplyListener, NodeConfig, NodeDbs, RaftNode};
 use parley_storage::{AppliedEntry, Command, CommandKind, Rejection, Store};
 
 /// Records what the state machine reported.
@@ -58,7 +58,8 @@ async fn open_db(path: &Path) -> sled::Db {
 async fn start(path: &Path, listener: Arc<Recorder>) -> (RaftNode, Store) {
     let db = open_db(path).await;
     let store = Store::open(db.clone()).unwrap();
-    let node = RaftNode::start(config(), db, store.clone(), listener).await.unwrap();
+    let node =
+        RaftNode::start(config(), NodeDbs { state: db.clone(), log: db }, store.clone(), listener).await.unwrap();
     node.raft().wait(Some(Duration::from_secs(10))).current_leader(1, "single node elects itself").await.unwrap();
     (node, store)
 }
@@ -117,7 +118,9 @@ async fn inbound_bodies_are_authenticated_with_the_cluster_secret() {
     let db = open_db(dir.path()).await;
     let store = Store::open(db.clone()).unwrap();
     let cfg = NodeConfig { cluster_secret: b"s3cret".to_vec(), ..config() };
-    let node = RaftNode::start(cfg, db, store, Arc::new(Recorder::default())).await.unwrap();
+    let node = RaftNode::start(cfg, NodeDbs { state: db.clone(), log: db }, store, Arc::new(Recorder::default()))
+        .await
+        .unwrap();
     let body = br#"{"vote":{}}"#;
     assert!(node.authenticate(body, Some(&sign(b"s3cret", body))));
     assert!(!node.authenticate(body, Some(&sign(b"wrong", body))));
