@@ -185,6 +185,94 @@ async fn frame_over_64k_closes_with_1009() {
     assert_eq!(code, Some(1009));
 }
 
+/// The upgrade is the server's own code (not warp's `ws()` filter): a request to `/v1/ws` that is
+/// not a WebSocket handshake is a 400 `invalid_request`, checked before the token; never a 101,
+/// a 500 or a dropped connection.
+#[tokio::test]
+async fn requests_that_are_not_websocket_handshakes_are_invalid() {
+    let server = shared();
+    let api = server.api();
+    let u = api.user("wshs").await;
+    let key = "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let cases: Vec<(&str, String)> = vec![
+        ("HTTP/1.1", String::new()),
+        ("HTTP/1.1", "connection: upgrade\r\n".into()),
+        ("HTTP/1.1", "connection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\n".into()),
+        ("HTTP/1.1", format!("connection: keep-alive\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\n{key}")),
+        ("HTTP/1.1", format!("connection: upgrade\r\nupgrade: h2c\r\nsec-websocket-version: 13\r\n{key}")),
+        ("HTTP/1.1", format!("connection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 8\r\n{key}")),
+        ("HTTP/1.1", format!("connection: upgrade\r\nupgrade: websocket\r\n{key}")),
+        // hyper offers no upgrade over HTTP/1.0.
+        ("HTTP/1.0", format!("connection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\n{key}")),
+    ];
+    for (version, headers) in cases {
+        let head = format!("GET /v1/ws?token={} {version}\r\nhost: {}\r\n{headers}\r\n", u.token, server.addr);
+        let (status, json, text) = raw_http(server.addr, &head, Vec::new()).await;
+        assert_eq!(status, 400, "{version} with {headers:?}: {text}");
+        assert_eq!(json["error"]["code"], json!("invalid_request"), "{version} with {headers:?}: {text}");
+    }
+    // A valid handshake is checked for its token next (401), as before.
+    let head = format!(
+        "GET /v1/ws?token=garbage HTTP/1.1\r\nhost: {}\r\nconnection: Upgrade\r\nupgrade: WebSocket\r\n\
+         sec-websocket-version: 13\r\n{key}\r\n",
+        server.addr
+    );
+    let (status, json, text) = raw_http(server.addr, &head, Vec::new()).await;
+    assert_eq!((status, &json["error"]["code"]), (401, &json!("unauthorized")), "{text}");
+    // Other methods are no route, as before.
+    api.call("POST", "/v1/ws", Some(&u.token), None).await.err(404, "not_found");
+}
+
+/// The handshake answered by hand (RFC 6455's example key), then a frame declaring more than
+/// tungstenite's 1 MiB cap: refused on its header, with a clean 1009.
+#[tokio::test]
+async fn raw_handshake_then_frame_over_one_mib_closes_with_1009() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = shared();
+    let u = server.api().user("wsraw").await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+    let head = format!(
+        "GET /v1/ws HTTP/1.1\r\nhost: {}\r\nconnection: keep-alive, Upgrade\r\nupgrade: websocket\r\n\
+         sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         authorization: Bearer {}\r\n\r\n",
+        server.addr, u.token
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write handshake");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let n = tokio::time::timeout(WS_TIMEOUT, tcp.read(&mut chunk)).await.expect("101 in time").expect("read");
+        assert!(n > 0, "closed during the handshake: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let response = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    assert!(response.starts_with("http/1.1 101"), "{response}");
+    for expected in ["sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=", "upgrade: websocket", "connection: upgrade"]
+    {
+        assert!(response.lines().any(|l| l.trim() == expected), "no `{expected}` in {response}");
+    }
+    buf.drain(..end + 4);
+
+    // Text frame, FIN, masked, 64-bit length of 2 MiB; then only a few payload bytes.
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&(2u64 * 1024 * 1024).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame.extend_from_slice(&[b'x'; 16]);
+    tcp.write_all(&frame).await.expect("write frame");
+
+    // The server's first frame is a close (unmasked, short payload) with code 1009.
+    while buf.len() < 4 || buf.len() < 2 + usize::from(buf[1] & 0x7f) {
+        let n = tokio::time::timeout(WS_TIMEOUT, tcp.read(&mut chunk)).await.expect("close in time").expect("read");
+        assert!(n > 0, "connection ended without a close frame: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(buf[0], 0x88, "expected a close frame first: {buf:?}");
+    assert_eq!(u16::from_be_bytes([buf[2], buf[3]]), 1009, "close code: {buf:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catch_up_then_live_without_gap_or_duplicate() {
     let server = shared();

@@ -6,16 +6,32 @@
 //! full the client is not reading, and it is closed with 1013 (it resumes by cursor).
 //! `send` and `read` run as concurrent tasks (bounded per connection), so a client can keep
 //! several requests in flight; their acks carry the request's `req`.
+//!
+//! The upgrade itself is ours, not warp's `ws()` filter: we check the handshake headers, answer
+//! 101, take the connection from hyper and build the tokio-tungstenite socket with our own
+//! [`WebSocketConfig`]. Why: warp 0.4 builds it with tungstenite's default config, whose read
+//! buffer is 128 KiB, allocated eagerly per socket and zero-filled again on every poll of the
+//! read half; that was ~138 KB of RSS per idle socket, and a 128 KiB memset per socket woken by
+//! a fan-out. warp offers no way to size that buffer; see [`socket_config`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify, Semaphore};
-use warp::filters::ws::{Message, WebSocket, Ws};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
 use warp::filters::BoxedFilter;
+use warp::http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE};
+use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
@@ -33,42 +49,114 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 pub const WS_PAGE: u64 = 500;
 /// Requests (send/read) a connection may have in flight.
 pub const MAX_IN_FLIGHT: usize = 64;
+/// tungstenite's read buffer per socket (its default is 128 KiB). Client frames are small
+/// JSON; a larger frame is still read whole (the buffer grows for it), only in more reads.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_REVOKED: u16 = 4001;
 
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
 pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "ws")
         .and(warp::get())
         .and(with(s))
         .and(req())
-        .and(warp::ws())
-        .then(|s: Arc<AppState>, r: Req, ws: Ws| upgrade(s, r, ws))
+        // hyper puts it in the request's extensions when the request asks for an upgrade.
+        .and(warp::ext::optional::<OnUpgrade>())
+        .then(|s: Arc<AppState>, r: Req, on_upgrade: Option<OnUpgrade>| upgrade(s, r, on_upgrade))
         .boxed()
 }
 
-async fn upgrade(s: Arc<AppState>, r: Req, ws: Ws) -> Response {
-    let token = r.bearer().or_else(|| r.str_param("token"));
-    match s.authenticate_token(token).await {
-        Err(e) => e.into_response(),
-        // Frames up to 1 MiB are read so that 64 KiB..1 MiB get a clean 1009 from us.
-        Ok(user) => ws
-            .max_message_size(1024 * 1024)
-            .max_frame_size(1024 * 1024)
-            .on_upgrade(move |socket| async move {
-                let span = tracing::info_span!("ws", user = %user.user_id);
-                let _ = tracing::Instrument::instrument(serve(s, user, socket), span).await;
-            })
-            .into_response(),
+/// The socket's tungstenite config.
+///
+/// - `read_buffer_size`: 4 KiB instead of 128 KiB (the reason for doing the upgrade ourselves).
+/// - `max_message_size` / `max_frame_size`: frames up to 1 MiB are read so that 64 KiB..1 MiB
+///   get a clean 1009 from us; beyond, tungstenite refuses them (also answered 1009).
+/// - The write buffer is not allocated up front: it grows to the largest frame written and
+///   keeps that capacity (each frame is flushed as it is sent, so `write_buffer_size`, a flush
+///   threshold, changes neither idle memory nor latency here).
+pub fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .max_message_size(Some(1024 * 1024))
+        .max_frame_size(Some(1024 * 1024))
+}
+
+/// The `Sec-WebSocket-Key` and pending upgrade of a valid upgrade request, or why it is not one.
+///
+/// The same checks (and the same 400 `invalid_request`) as warp's `ws()` filter had: `GET`
+/// (checked by the route), `Connection` listing `upgrade`, `Upgrade: websocket`,
+/// `Sec-WebSocket-Version: 13`, a `Sec-WebSocket-Key`; and hyper must offer the upgrade (it
+/// does not for HTTP/1.0, where warp used to answer 101 and then never upgrade).
+fn handshake(headers: &HeaderMap, on_upgrade: Option<OnUpgrade>) -> Result<(HeaderValue, OnUpgrade), ApiError> {
+    let connection_upgrade = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let upgrade_websocket = headers.get(UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let version_13 = headers.get(SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    match (headers.get(SEC_WEBSOCKET_KEY), on_upgrade) {
+        (Some(key), Some(on_upgrade)) if connection_upgrade && upgrade_websocket && version_13 => {
+            Ok((key.clone(), on_upgrade))
+        }
+        _ => Err(ApiError::invalid(
+            "not a WebSocket upgrade: needs Connection: upgrade, Upgrade: websocket, \
+             Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key over HTTP/1.1",
+        )),
     }
 }
 
-/// The bounded outbound queue of one connection.
+async fn upgrade(s: Arc<AppState>, r: Req, on_upgrade: Option<OnUpgrade>) -> Response {
+    let (key, on_upgrade) = match handshake(&r.headers, on_upgrade) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    let token = r.bearer().or_else(|| r.str_param("token"));
+    let user = match s.authenticate_token(token).await {
+        Ok(user) => user,
+        Err(e) => return e.into_response(),
+    };
+    let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) else {
+        return ApiError::internal("could not derive sec-websocket-accept").into_response();
+    };
+    // hyper hands the connection over once the 101 below has been written.
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(socket_config())).await;
+        let span = tracing::info_span!("ws", user = %user.user_id);
+        tracing::Instrument::instrument(serve(s, user, socket), span).await;
+    });
+    let mut resp = Response::default();
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = resp.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    resp
+}
+
+fn close_frame(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from_static(reason) }))
+}
+
+/// The bounded outbound queue of one connection: text frames, queued as `String`s (24 bytes a
+/// slot, not a `Message`'s 56: tokio allocates the queue 32 slots at a time, per socket).
 #[derive(Clone)]
 struct Outbox {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<String>,
     overflowed: Arc<AtomicBool>,
     overflow: Arc<Notify>,
 }
@@ -76,7 +164,7 @@ struct Outbox {
 impl Outbox {
     /// Queues a frame; false (and the overflow alarm) when the client is not keeping up.
     fn push(&self, v: &Value) -> bool {
-        match self.tx.try_send(Message::text(v.to_string())) {
+        match self.tx.try_send(v.to_string()) {
             Ok(()) => true,
             Err(_) => {
                 self.overflowed.store(true, Ordering::SeqCst);
@@ -87,7 +175,7 @@ impl Outbox {
     }
 }
 
-async fn serve(s: Arc<AppState>, user: AuthUser, socket: WebSocket) {
+async fn serve(s: Arc<AppState>, user: AuthUser, socket: Socket) {
     let reg = match s.hub.register(&user.user_id, &user.session_id) {
         Ok(r) => r,
         Err(e) => {
@@ -97,7 +185,7 @@ async fn serve(s: Arc<AppState>, user: AuthUser, socket: WebSocket) {
     };
     s.metrics.ws_open.inc();
     let (sink, mut stream) = socket.split();
-    let (tx, rx) = mpsc::channel::<Message>(s.cfg.ws_queue.max(1));
+    let (tx, rx) = mpsc::channel::<String>(s.cfg.ws_queue.max(1));
     let (close_tx, close_rx) = tokio::sync::oneshot::channel::<(u16, &'static str)>();
     let writer = tokio::spawn(write_loop(sink, rx, close_rx));
     let out = Outbox { tx, overflowed: Arc::new(AtomicBool::new(false)), overflow: Arc::new(Notify::new()) };
@@ -111,8 +199,7 @@ async fn serve(s: Arc<AppState>, user: AuthUser, socket: WebSocket) {
                 None => break None,
                 Some(Err(e)) => {
                     // tungstenite refuses frames over its cap; anything else is a dead socket.
-                    let too_big = e.to_string().to_ascii_lowercase().contains("too long")
-                        || e.to_string().to_ascii_lowercase().contains("capacity");
+                    let too_big = matches!(e, WsError::Capacity(_));
                     break too_big.then_some((CLOSE_TOO_BIG, "frame too large"));
                 }
                 Some(Ok(msg)) => {
@@ -122,7 +209,7 @@ async fn serve(s: Arc<AppState>, user: AuthUser, socket: WebSocket) {
                     if msg.is_ping() || msg.is_pong() {
                         continue;
                     }
-                    if msg.as_bytes().len() > MAX_FRAME_BYTES {
+                    if msg.len() > MAX_FRAME_BYTES {
                         break Some((CLOSE_TOO_BIG, "frame too large"));
                     }
                     match handle_frame(&s, &user, &out, &in_flight, msg).await {
@@ -169,8 +256,8 @@ async fn serve(s: Arc<AppState>, user: AuthUser, socket: WebSocket) {
 
 /// Writes queued frames; on a close request, abandons whatever is stuck and sends the close.
 async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Message>,
+    mut sink: futures_util::stream::SplitSink<Socket, Message>,
+    mut rx: mpsc::Receiver<String>,
     mut close_rx: tokio::sync::oneshot::Receiver<(u16, &'static str)>,
 ) {
     let close = loop {
@@ -183,14 +270,14 @@ async fn write_loop(
         let sent = tokio::select! {
             biased;
             c = &mut close_rx => break c.ok(),
-            r = sink.send(msg) => r,
+            r = sink.send(Message::text(msg)) => r,
         };
         if sent.is_err() {
             return;
         }
     };
     if let Some((code, reason)) = close {
-        let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::close_with(code, reason))).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(close_frame(code, reason))).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
 }
@@ -237,11 +324,11 @@ async fn handle_frame(
     in_flight: &Arc<Semaphore>,
     msg: Message,
 ) -> FrameAction {
-    let Ok(text) = msg.to_str() else {
+    let Message::Text(text) = msg else {
         out.push(&error_frame(&Value::Null, &ApiError::invalid("frames must be JSON text")));
         return FrameAction::Continue;
     };
-    let frame: Value = match serde_json::from_str(text) {
+    let frame: Value = match serde_json::from_str(text.as_str()) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
             out.push(&error_frame(&Value::Null, &ApiError::invalid("frame is not a JSON object")));
