@@ -270,7 +270,7 @@ async fn write_loop(
         let sent = tokio::select! {
             biased;
             c = &mut close_rx => break c.ok(),
-            r = sink.send(Message::text(msg)) => r,
+            r = write_queued(&mut sink, msg, &mut rx) => r,
         };
         if sent.is_err() {
             return;
@@ -280,6 +280,27 @@ async fn write_loop(
         let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(close_frame(code, reason))).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+}
+
+/// Frames written before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// Writes `first` and whatever else is already queued (up to [`WRITE_BATCH`]), then flushes
+/// once: a busy socket (acks of pipelined sends, catch-up pages) costs one `send` syscall per
+/// burst instead of one per frame.
+async fn write_queued(
+    sink: &mut futures_util::stream::SplitSink<Socket, Message>,
+    first: String,
+    rx: &mut mpsc::Receiver<String>,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    sink.feed(Message::text(first)).await?;
+    for _ in 1..WRITE_BATCH {
+        match rx.try_recv() {
+            Ok(next) => sink.feed(Message::text(next)).await?,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await
 }
 
 /// Pulls the user's updates after `since` and queues them. False when the queue overflowed.
