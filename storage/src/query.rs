@@ -350,7 +350,9 @@ impl Store {
             (codec::Scratch::default(), codec::Scratch::default(), codec::Scratch::default());
         let mut scan = match (cursors.first(), cursors.last()) {
             (Some(&first), Some(&last))
-                if cursors.windows(2).all(|w| w[0] < w[1]) && last - first < 2 * cursors.len() as u64 =>
+                if cursors.len() >= MIN_SCAN
+                    && cursors.windows(2).all(|w| w[0] < w[1])
+                    && last - first < 2 * cursors.len() as u64 =>
             {
                 Some(journal.range(keys::u64_key(first)..=keys::u64_key(last)))
             }
@@ -413,6 +415,10 @@ impl Store {
         Ok((v.last_cursor(), v.head()))
     }
 }
+
+/// Fewest entries worth a range scan of the journal (a scan costs more than a point read to set
+/// up, less per record).
+const MIN_SCAN: usize = 8;
 
 /// Advances an ascending scan of the journal to the record at `cursor`; `None` if it is not
 /// there.
