@@ -169,7 +169,8 @@ fn entries_read_any_cursors_and_visits_match_them() {
     let head = w.store.applied_cursor();
     let one = |c: u64| w.store.entry(c).unwrap();
 
-    // Dense ascending (one scan), sparse, descending, repeated: each is the entry at its cursor.
+    // Dense ascending (one scan), sparse, descending, repeated, short: each is the entry at its
+    // cursor.
     let all: Vec<u64> = (1..=head).collect();
     let sparse: Vec<u64> = (1..=head).step_by(5).collect();
     let odd = vec![head, 3, 3, 1, head - 1];
@@ -180,6 +181,8 @@ fn entries_read_any_cursors_and_visits_match_them() {
     // A cursor past the head is missing, on either path.
     assert!(w.store.entries(&[head + 1]).is_err());
     assert!(w.store.entries(&[head - 1, head, head + 1]).is_err());
+    assert!(w.store.entries(&(head - 9..=head + 1).collect::<Vec<_>>()).is_err());
+    assert!(w.store.entries(&(head - 9..=head).collect::<Vec<_>>()).is_ok());
 
     // Visits see the same entries, and exactly the two revoked messages as revoked, however
     // the messages are asked for (in seq order, skipping, backwards).
