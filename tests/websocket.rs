@@ -442,3 +442,36 @@ async fn slow_consumer_is_closed_with_1013_and_resumes_losing_nothing() {
     let (http, _) = api.sync_all(&a.token, start, Some(1000)).await;
     assert_eq!(cursors(&all), cursors(&http));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_client_catches_up_through_a_small_queue() {
+    // Four catch-up frames (500 updates each) through a queue of two: the catch-up waits for
+    // the writer instead of overflowing, and the client is not closed.
+    let server = TestServer::start_with(&["--rate-limit-per-user", "0", "--ws-queue", "2"]);
+    let api = server.api();
+    let (a, b, cid) = pair(&api, "bigcu").await;
+    const N: u64 = 1600;
+    let mut handles = Vec::new();
+    for t in 0..8u64 {
+        let (api, b, cid) = (api.clone(), b.clone(), cid.clone());
+        handles.push(tokio::spawn(async move {
+            for i in 0..N / 8 {
+                api.send(&b, &cid, &format!("{t}:{i} \"quoted\" \\ é")).await;
+            }
+        }));
+    }
+    for h in handles {
+        tokio::time::timeout(Duration::from_secs(120), h).await.expect("sends bounded").expect("sender task");
+    }
+
+    let mut ws = ws_connect(&server, &a.token).await;
+    let (ups, cursor) = ws_catch_up(&mut ws, 0).await;
+    assert_eq!(of_type(&ups, "message").len() as u64, N, "every message arrives");
+    // The same updates as HTTP sync, value for value.
+    let (http, http_cursor) = api.sync_all(&a.token, 0, Some(1000)).await;
+    assert_eq!(ups, http);
+    assert_eq!(cursor, http_cursor);
+    // Still open and serving.
+    send_json(&mut ws, &json!({"type": "ping"})).await;
+    next_of_type(&mut ws, "pong", WS_TIMEOUT).await;
+}

@@ -140,6 +140,14 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
     resp
 }
 
+/// A JSON answer already rendered as text.
+pub fn json_text(status: StatusCode, text: String) -> Response {
+    let mut resp = Response::new(text.into());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(warp::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
 /// A write's JSON answer: `cursor` in the body and the `Parley-Cursor` header.
 pub fn written(status: StatusCode, mut value: serde_json::Value, cursor: u64) -> Response {
     if let Some(obj) = value.as_object_mut() {

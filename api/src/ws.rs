@@ -40,7 +40,7 @@ use crate::error::ApiError;
 use crate::http::{req, with, Req};
 use crate::hub::Kick;
 use crate::routes::conversations::{mark_read, send_message, SendBody};
-use crate::routes::sync::page;
+use crate::routes::sync::{page, PageFrame};
 use crate::state::{now_ms, AppState};
 
 /// Largest frame a client may send.
@@ -161,10 +161,25 @@ struct Outbox {
     overflow: Arc<Notify>,
 }
 
+/// A frame's JSON text: a value to serialise, or text already rendered (a sync page).
+struct FrameText(String);
+
+impl From<&Value> for FrameText {
+    fn from(v: &Value) -> Self {
+        FrameText(v.to_string())
+    }
+}
+
+impl From<String> for FrameText {
+    fn from(text: String) -> Self {
+        FrameText(text)
+    }
+}
+
 impl Outbox {
     /// Queues a frame; false (and the overflow alarm) when the client is not keeping up.
-    fn push(&self, v: &Value) -> bool {
-        match self.tx.try_send(v.to_string()) {
+    fn push(&self, frame: impl Into<FrameText>) -> bool {
+        match self.tx.try_send(frame.into().0) {
             Ok(()) => true,
             Err(_) => {
                 self.overflowed.store(true, Ordering::SeqCst);
@@ -216,7 +231,7 @@ async fn serve(s: Arc<AppState>, user: AuthUser, socket: Socket) {
                         FrameAction::Continue => {}
                         FrameAction::Sync(from) => {
                             since = Some(from);
-                            if !pull(&s, &user, &out, &mut since, true) {
+                            if !pull(&s, &user, &out, &mut since, true).await {
                                 break Some((CLOSE_TRY_AGAIN_LATER, "outbound queue full; resume from your cursor"));
                             }
                         }
@@ -224,7 +239,7 @@ async fn serve(s: Arc<AppState>, user: AuthUser, socket: Socket) {
                 }
             },
             _ = reg.wake.notified(), if since.is_some() => {
-                if !pull(&s, &user, &out, &mut since, false) {
+                if !pull(&s, &user, &out, &mut since, false).await {
                     break Some((CLOSE_TRY_AGAIN_LATER, "outbound queue full; resume from your cursor"));
                 }
             }
@@ -303,29 +318,64 @@ async fn write_queued(
     sink.flush().await
 }
 
-/// Pulls the user's updates after `since` and queues them. False when the queue overflowed.
-fn pull(s: &AppState, user: &AuthUser, out: &Outbox, since: &mut Option<u64>, catch_up: bool) -> bool {
+/// Frames a catch-up keeps queued ahead of the writer (at most half the queue): enough to keep
+/// the socket busy while the next page renders, and leaves room for acks and live frames.
+const CATCH_UP_AHEAD: usize = 4;
+/// How long a catch-up waits for the writer to send a frame before it decides the client is
+/// not reading (it is then closed with 1013, like any client whose queue overflows).
+const CATCH_UP_STALL: Duration = Duration::from_secs(10);
+
+/// Pulls the user's updates after `since` and queues them. False when the queue overflowed
+/// (or, in a catch-up, the client stopped reading).
+///
+/// Each page is rendered once, as its frame's text. Between pages the task yields, so the
+/// writer sends the first pages while later ones are rendered. A catch-up (`catch_up`, the
+/// answer to a `sync` frame) paces itself on the writer: it queues a page only when fewer than
+/// [`CATCH_UP_AHEAD`] frames wait, so a client that reads is never closed however long its
+/// backlog, and the queue keeps room for acks. (It watches the queue's free capacity rather
+/// than waiting on the channel's semaphore, which would hand every freed slot to the waiting
+/// catch-up and starve the acks.) A live pull never waits: a full queue means the client is not
+/// keeping up.
+async fn pull(s: &AppState, user: &AuthUser, out: &Outbox, since: &mut Option<u64>, catch_up: bool) -> bool {
     let Some(mut from) = *since else { return true };
+    let capacity = out.tx.max_capacity();
+    let ahead = CATCH_UP_AHEAD.min(capacity / 2).max(1);
     let mut first = catch_up;
     loop {
-        let (updates, cursor, more) = match page(s, &user.user_id, from, WS_PAGE) {
+        let p = match page(s, &user.user_id, from, WS_PAGE, PageFrame::Ws) {
             Ok(p) => p,
             Err(e) => {
                 let _ = out.push(&json!({"type": "error", "code": e.code, "message": e.message}));
                 return true;
             }
         };
-        if (!updates.is_empty() || first)
-            && !out.push(&json!({"type": "updates", "updates": updates, "cursor": cursor, "more": more}))
-        {
-            return false;
+        if p.len > 0 || first {
+            if catch_up {
+                let stalled = tokio::time::Instant::now() + CATCH_UP_STALL;
+                let mut pause = Duration::from_millis(1);
+                while capacity.saturating_sub(out.tx.capacity()) >= ahead {
+                    if out.tx.is_closed() {
+                        // The writer is gone (the socket died): nothing more to send.
+                        return true;
+                    }
+                    if tokio::time::Instant::now() >= stalled {
+                        return false;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(16));
+                }
+            }
+            if !out.push(p.text) {
+                return false;
+            }
         }
         first = false;
-        from = cursor;
+        from = p.cursor;
         *since = Some(from);
-        if !more {
+        if !p.more {
             return true;
         }
+        tokio::task::yield_now().await;
     }
 }
 

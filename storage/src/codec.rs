@@ -38,6 +38,23 @@ where
     rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(|e| CodecError(e.to_string()))
 }
 
+/// A reusable aligned buffer for reading many records in a row in place: the same
+/// copy-and-validate rule as [`decode`], without an allocation per record or deserialising.
+#[derive(Default)]
+pub struct Scratch(AlignedVec<16>);
+
+impl Scratch {
+    /// Validates `bytes` as an archived `T` and gives a view of it, valid until the next use.
+    pub fn access<T>(&mut self, bytes: &[u8]) -> Result<&T, CodecError>
+    where
+        T: rkyv::Portable + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+    {
+        self.0.clear();
+        self.0.extend_from_slice(bytes);
+        rkyv::access::<T, rancor::Error>(&self.0).map_err(|e| CodecError(e.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +82,29 @@ mod tests {
         let truncated = &bytes[..bytes.len() / 2];
         assert!(decode::<Sample>(truncated).is_err());
         assert!(decode::<Sample>(&[0xff; 3]).is_err());
+    }
+
+    #[test]
+    fn scratch_reads_in_place_like_decode() {
+        let mut scratch = Scratch::default();
+        for (i, value) in [
+            Sample { id: 7, name: "a".into(), tags: vec!["x".into()] },
+            Sample { id: 8, name: "longer name".into(), tags: vec![] },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let bytes = encode(&value);
+            let mut shifted = vec![0u8; i + 1];
+            shifted.extend_from_slice(&bytes);
+            let archived = scratch.access::<ArchivedSample>(&shifted[i + 1..]).unwrap();
+            assert_eq!(archived.id.to_native(), value.id);
+            assert_eq!(archived.name.as_str(), value.name);
+            let back: Sample = rkyv::deserialize::<Sample, rancor::Error>(archived).unwrap();
+            assert_eq!(back, value);
+        }
+        assert!(scratch.access::<ArchivedSample>(&[0xff; 3]).is_err());
+        let bytes = encode(&Sample { id: 1, name: "bob".into(), tags: vec![] });
+        assert!(scratch.access::<ArchivedSample>(&bytes[..bytes.len() / 2]).is_err());
     }
 }

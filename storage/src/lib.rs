@@ -40,6 +40,6 @@ pub use command::{Command, CommandBatch, CommandKind, Role};
 pub use event::{Event, RemoveReason};
 pub use journal::Entry;
 pub use outcome::{Audience, BatchOutcome, Outcome, Reply};
-pub use query::{ConversationSummary, HistoryQuery, SyncPage};
+pub use query::{ConversationSummary, EntryView, HistoryQuery, SyncCursors, SyncPage};
 pub use rejection::Rejection;
 pub use store::{AppliedEntry, Head, Store, StoreError, Tx};

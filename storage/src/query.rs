@@ -3,12 +3,18 @@
 //! Reads never block writes. Sync caps every scan at the applied cursor read first, so a
 //! page never includes an entry whose projections are not yet committed.
 
-use crate::codec;
+use std::cmp::Reverse;
+use std::collections::binary_heap::{BinaryHeap, PeekMut};
+use std::collections::HashMap;
+
+use crate::codec::{self, CodecError};
+use crate::event::{ArchivedEvent, Event};
 use crate::ids::ConversationId;
-use crate::journal::{ChainVerifier, Entry, Hash, JournalError, JournalRecord};
+use crate::journal::{ArchivedJournalRecord, ChainVerifier, Entry, Hash, JournalError, JournalRecord};
 use crate::keys::{self, Tree};
 use crate::records::{
-    ConversationRecord, FriendRequestRecord, GroupRecord, MemberRecord, MessageRecord, SessionRecord, UserRecord,
+    ArchivedMessageRecord, ConversationRecord, FriendRequestRecord, GroupRecord, MemberRecord, MessageRecord,
+    SessionRecord, UserRecord,
 };
 use crate::store::{Store, StoreError};
 
@@ -19,6 +25,26 @@ pub struct SyncPage {
     /// Pass as the next `since`.
     pub cursor: u64,
     pub more: bool,
+}
+
+/// Where a sync page ends, and the cursors of its entries.
+#[derive(Debug, Clone)]
+pub struct SyncCursors {
+    pub cursors: Vec<u64>,
+    /// Pass as the next `since`.
+    pub cursor: u64,
+    pub more: bool,
+}
+
+/// A journal entry read in place ([`Store::visit_entries`]): the event's strings are those of
+/// the stored record, not copies.
+pub struct EntryView<'a> {
+    pub cursor: u64,
+    pub ts: u64,
+    pub event: &'a ArchivedEvent,
+    /// For a `message` entry: its message has been revoked since (the current record says so;
+    /// sync shows a message as it is now). False for every other entry.
+    pub revoked: bool,
 }
 
 /// One row of a user's conversation list.
@@ -224,18 +250,27 @@ impl Store {
     /// Every update for `user_id` with `cursor > since`, ascending, at most `limit`.
     ///
     /// Merges the user's personal feed with the feeds of their conversations, each read only
-    /// inside the intervals the user was a member.
+    /// inside the intervals the user was a member. See [`Store::sync_cursors`].
     pub fn sync(&self, user_id: &str, since: u64, limit: usize) -> Result<SyncPage, StoreError> {
+        let SyncCursors { cursors, cursor, more } = self.sync_cursors(user_id, since, limit)?;
+        let entries = self.entries(&cursors)?;
+        Ok(SyncPage { entries, cursor, more })
+    }
+
+    /// The cursors of [`Store::sync`]'s page, without reading the entries.
+    ///
+    /// The merge is lazy: each feed is read only as far as the page needs, whatever the
+    /// number of conversations.
+    pub fn sync_cursors(&self, user_id: &str, since: u64, limit: usize) -> Result<SyncCursors, StoreError> {
         let upto = self.applied_cursor();
         let limit = limit.max(1);
         if since >= upto {
-            return Ok(SyncPage { entries: Vec::new(), cursor: since.max(upto), more: false });
+            return Ok(SyncCursors { cursors: Vec::new(), cursor: since.max(upto), more: false });
         }
         let take = limit + 1;
-        let mut cursors: Vec<u64> = Vec::new();
-        self.feed_range(Tree::UserIdCursor, user_id, since + 1, upto, take, &mut cursors)?;
-        let mut interval_prefix = keys::prefix(user_id);
-        interval_prefix.truncate(user_id.len() + 1);
+        let mut feeds = Vec::new();
+        feeds.push(self.feed_range(Tree::UserIdCursor, user_id, since + 1, upto));
+        let interval_prefix = keys::prefix(user_id);
         for kv in self.tree(Tree::UserIdConvFromUntil).scan_prefix(&interval_prefix) {
             let (k, v) = kv?;
             let until = keys::trailing_u64(&v).unwrap_or(0);
@@ -252,39 +287,98 @@ impl Store {
             if lo > hi || self.conversation(conv)?.last_feed_cursor < lo {
                 continue;
             }
-            self.feed_range(Tree::ConvCursor, conv, lo, hi, take, &mut cursors)?;
-            // Keep the candidate set small when a user has many busy conversations.
-            if cursors.len() > 4 * take {
-                cursors.sort_unstable();
-                cursors.dedup();
-                cursors.truncate(take);
-            }
+            feeds.push(self.feed_range(Tree::ConvCursor, conv, lo, hi));
         }
-        cursors.sort_unstable();
-        cursors.dedup();
+        let mut cursors = merge_feeds(feeds, take)?;
         let more = cursors.len() > limit;
         cursors.truncate(limit);
         let cursor = if more { cursors.last().copied().unwrap_or(since) } else { upto };
-        let mut entries = Vec::with_capacity(cursors.len());
-        for c in cursors {
-            entries.push(self.entry(c)?);
-        }
-        Ok(SyncPage { entries, cursor, more })
+        Ok(SyncCursors { cursors, cursor, more })
     }
 
-    fn feed_range(
+    /// The keys of `owner`'s feed in `t` with cursors in `lo..=hi`, in order.
+    fn feed_range(&self, t: Tree, owner: &str, lo: u64, hi: u64) -> sled::Iter {
+        self.tree(t).range(keys::with_u64(owner, lo)..=keys::with_u64(owner, hi))
+    }
+
+    /// Decoded journal entries at `cursors` (each must exist), in the order given.
+    pub fn entries(&self, cursors: &[u64]) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::with_capacity(cursors.len());
+        self.read_entries(cursors, false, |rec, event, _| {
+            let event = rkyv::deserialize::<Event, rkyv::rancor::Error>(event)
+                .map_err(|e| JournalError::Corrupt { cursor: rec.cursor.to_native(), reason: e.to_string() })?;
+            out.push(Entry {
+                cursor: rec.cursor.to_native(),
+                ts: rec.ts.to_native(),
+                prev_hash: rec.prev_hash,
+                hash: rec.hash,
+                event,
+            });
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Visits the journal entries at `cursors` (each must exist), in the order given, read in
+    /// place: nothing is copied out of the stored record. For sync: each `message` entry comes
+    /// with whether its message has been revoked since.
+    pub fn visit_entries(
         &self,
-        t: Tree,
-        owner: &str,
-        lo: u64,
-        hi: u64,
-        take: usize,
-        out: &mut Vec<u64>,
+        cursors: &[u64],
+        mut visit: impl FnMut(EntryView<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let range = keys::with_u64(owner, lo)..=keys::with_u64(owner, hi);
-        for kv in self.tree(t).range(range).take(take) {
-            let (k, _) = kv?;
-            out.push(keys::trailing_u64(&k).unwrap_or(0));
+        self.read_entries(cursors, true, |rec, event, revoked| {
+            visit(EntryView { cursor: rec.cursor.to_native(), ts: rec.ts.to_native(), event, revoked })
+        })
+    }
+
+    /// Reads the journal records at `cursors` with the checks of `JournalRecord::decode` and
+    /// `entry` (validated, stored cursor matches), without decoding them; with `current`, also
+    /// looks up whether each message has been revoked.
+    ///
+    /// Sync pages are ascending and usually dense runs of the journal, and a conversation's
+    /// messages in them come in seq order: those are read with range scans (cheaper per
+    /// record than point reads in sled), anything else with point reads.
+    fn read_entries(
+        &self,
+        cursors: &[u64],
+        current: bool,
+        mut f: impl FnMut(&ArchivedJournalRecord, &ArchivedEvent, bool) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let journal = self.tree(Tree::CursorEntry);
+        let (mut rec_buf, mut event_buf, mut message_buf) =
+            (codec::Scratch::default(), codec::Scratch::default(), codec::Scratch::default());
+        let mut scan = match (cursors.first(), cursors.last()) {
+            (Some(&first), Some(&last))
+                if cursors.len() >= MIN_SCAN
+                    && cursors.windows(2).all(|w| w[0] < w[1])
+                    && last - first < 2 * cursors.len() as u64 =>
+            {
+                Some(journal.range(keys::u64_key(first)..=keys::u64_key(last)))
+            }
+            _ => None,
+        };
+        let mut messages = MessageReader::new(self.tree(Tree::ConvSeqMessage));
+        for &cursor in cursors {
+            let bytes = match &mut scan {
+                Some(scan) => next_at(scan, cursor)?,
+                None => journal.get(keys::u64_key(cursor))?,
+            };
+            let bytes = bytes.ok_or(JournalError::Missing { cursor })?;
+            let corrupt = |CodecError(reason)| JournalError::Corrupt { cursor, reason };
+            let rec = rec_buf.access::<ArchivedJournalRecord>(&bytes).map_err(corrupt)?;
+            let stored = rec.cursor.to_native();
+            if stored != cursor {
+                return Err(JournalError::CursorMismatch { cursor, stored }.into());
+            }
+            let event = event_buf.access::<ArchivedEvent>(rec.event.as_slice()).map_err(corrupt)?;
+            let mut revoked = false;
+            if let (true, ArchivedEvent::MessageSent { conversation_id, seq, .. }) = (current, event) {
+                if let Some(m) = messages.get(conversation_id, seq.to_native())? {
+                    revoked = message_buf.access::<ArchivedMessageRecord>(&m)?.revoked;
+                }
+            }
+            f(rec, event, revoked)?;
         }
         Ok(())
     }
@@ -320,4 +414,108 @@ impl Store {
         }
         Ok((v.last_cursor(), v.head()))
     }
+}
+
+/// Fewest entries worth a range scan of the journal (a scan costs more than a point read to set
+/// up, less per record).
+const MIN_SCAN: usize = 8;
+
+/// Advances an ascending scan of the journal to the record at `cursor`; `None` if it is not
+/// there.
+fn next_at(scan: &mut sled::Iter, cursor: u64) -> Result<Option<sled::IVec>, StoreError> {
+    for kv in scan {
+        let (k, v) = kv?;
+        match keys::trailing_u64(&k) {
+            Some(c) if c == cursor => return Ok(Some(v)),
+            Some(c) if c > cursor => return Ok(None),
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// Reads message records, following each conversation with a range scan while the seqs asked
+/// for are consecutive (as in a sync page), and with point reads otherwise.
+struct MessageReader<'a> {
+    tree: &'a sled::Tree,
+    /// Per conversation: a scan positioned after the last record read, and that record's seq.
+    scans: HashMap<String, (sled::Iter, u64)>,
+    key: Vec<u8>,
+}
+
+impl<'a> MessageReader<'a> {
+    fn new(tree: &'a sled::Tree) -> Self {
+        MessageReader { tree, scans: HashMap::new(), key: Vec::new() }
+    }
+
+    /// The record of message `seq` of `conversation_id`, if any.
+    fn get(&mut self, conversation_id: &str, seq: u64) -> Result<Option<sled::IVec>, StoreError> {
+        self.key.clear();
+        self.key.extend_from_slice(conversation_id.as_bytes());
+        self.key.push(keys::SEP);
+        self.key.extend_from_slice(&seq.to_be_bytes());
+        if let Some((scan, last)) = self.scans.get_mut(conversation_id) {
+            if last.checked_add(1) == Some(seq) {
+                if let Some(kv) = scan.next() {
+                    let (k, v) = kv?;
+                    if *k == *self.key {
+                        *last = seq;
+                        return Ok(Some(v));
+                    }
+                }
+            }
+        }
+        // Not the next one: (re)start this conversation's scan here.
+        let mut scan = self.tree.range(self.key.clone()..=keys::with_u64(conversation_id, u64::MAX));
+        let found = match scan.next() {
+            Some(kv) => {
+                let (k, v) = kv?;
+                (*k == *self.key).then_some(v)
+            }
+            None => None,
+        };
+        match self.scans.get_mut(conversation_id) {
+            Some(entry) => *entry = (scan, seq),
+            None => {
+                self.scans.insert(conversation_id.to_owned(), (scan, seq));
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Merges ascending feeds of cursor keys (`owner 0 cursor`) into their first `take` distinct
+/// cursors, ascending. Reads each feed only as far as needed.
+fn merge_feeds(mut feeds: Vec<sled::Iter>, take: usize) -> Result<Vec<u64>, StoreError> {
+    fn next(feed: &mut sled::Iter) -> Result<Option<u64>, StoreError> {
+        match feed.next() {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, _) = kv?;
+                keys::trailing_u64(&k).map(Some).ok_or_else(|| StoreError::Corrupt("bad feed key".into()))
+            }
+        }
+    }
+    let mut out: Vec<u64> = Vec::with_capacity(take.min(1024));
+    let mut heap = BinaryHeap::with_capacity(feeds.len());
+    for (i, feed) in feeds.iter_mut().enumerate() {
+        if let Some(c) = next(feed)? {
+            heap.push(Reverse((c, i)));
+        }
+    }
+    while out.len() < take {
+        let Some(mut top) = heap.peek_mut() else { break };
+        let Reverse((c, i)) = *top;
+        // Two feeds can hold the same entry: it is taken once.
+        if out.last() != Some(&c) {
+            out.push(c);
+        }
+        match next(&mut feeds[i])? {
+            Some(n) => *top = Reverse((n, i)),
+            None => {
+                PeekMut::pop(top);
+            }
+        }
+    }
+    Ok(out)
 }

@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use parley_storage::journal::JournalRecord;
-use parley_storage::{Command, CommandKind, Reply, Role, Store};
+use parley_storage::{Command, CommandKind, Event, Reply, Role, Store};
 use proptest::prelude::*;
 
 /// Registered users; actors are always one of them (the API authenticates callers).
@@ -721,6 +721,26 @@ fn check_projections(store: &Store, m: &Model) -> Result<(), TestCaseError> {
         let got: Vec<u64> = page.entries.iter().map(|e| e.cursor).collect();
         let want = m.feeds.get(u).cloned().unwrap_or_default();
         prop_assert_eq!(&got, &want, "sync of {}", u);
+        // Sync shows messages as they are now: which of them have been revoked since.
+        let mut revoked = Vec::new();
+        store
+            .visit_entries(&got, |v| {
+                if v.revoked {
+                    revoked.push(v.cursor);
+                }
+                Ok(())
+            })
+            .unwrap();
+        let want_revoked: Vec<u64> = page
+            .entries
+            .iter()
+            .filter(|e| match &e.event {
+                Event::MessageSent { conversation_id, seq, .. } => m.groups[&gid_of(conversation_id)].messages[seq].2,
+                _ => false,
+            })
+            .map(|e| e.cursor)
+            .collect();
+        prop_assert_eq!(&revoked, &want_revoked, "revoked messages in the sync of {}", u);
     }
     Ok(())
 }

@@ -3,14 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Filter;
 
 use crate::error::ApiError;
-use crate::http::{json as json_reply, req, respond, with, Req};
+use crate::http::{json_text, req, respond, with, Req};
 use crate::render;
 use crate::state::AppState;
 
@@ -27,14 +26,51 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// One page of updates rendered for the wire: `(updates, cursor, more)`.
-pub fn page(s: &AppState, user: &str, since: u64, limit: u64) -> Result<(Vec<Value>, u64, bool), ApiError> {
-    let page = s.store.sync(user, since, limit as usize)?;
-    let mut updates = Vec::with_capacity(page.entries.len());
-    for e in &page.entries {
-        updates.push(render::update(&s.store, e)?);
+/// Which wire shape a page is rendered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageFrame {
+    /// `GET /v1/sync`: `{"cursor":N,"more":bool,"updates":[...]}`.
+    Http,
+    /// A WebSocket frame: `{"cursor":N,"more":bool,"type":"updates","updates":[...]}`.
+    Ws,
+}
+
+/// One page of updates, rendered once as the JSON text that goes on the wire.
+pub struct Page {
+    pub text: String,
+    /// Updates in the page.
+    pub len: usize,
+    /// Pass as the next `since`.
+    pub cursor: u64,
+    pub more: bool,
+}
+
+/// Bytes of JSON per update to reserve: a message with a 256-byte body is about 550.
+const RESERVE_PER_UPDATE: usize = 640;
+
+/// One page of a user's updates after `since`, rendered as `frame`, straight from the stored
+/// entries into one string. Keys are in byte order (as a `serde_json::Value` writes them).
+pub fn page(s: &AppState, user: &str, since: u64, limit: u64, frame: PageFrame) -> Result<Page, ApiError> {
+    let page = s.store.sync_cursors(user, since, limit as usize)?;
+    let mut text = String::with_capacity(64 + page.cursors.len() * RESERVE_PER_UPDATE);
+    text.push_str("{\"cursor\":");
+    text.push_str(itoa::Buffer::new().format(page.cursor));
+    text.push_str(if page.more { ",\"more\":true" } else { ",\"more\":false" });
+    if frame == PageFrame::Ws {
+        text.push_str(",\"type\":\"updates\"");
     }
-    Ok((updates, page.cursor, page.more))
+    text.push_str(",\"updates\":[");
+    let mut first = true;
+    s.store.visit_entries(&page.cursors, |e| {
+        if !first {
+            text.push(',');
+        }
+        first = false;
+        render::write_update(&mut text, &e);
+        Ok(())
+    })?;
+    text.push_str("]}");
+    Ok(Page { text, len: page.cursors.len(), cursor: page.cursor, more: page.more })
 }
 
 async fn sync(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
@@ -52,16 +88,16 @@ async fn sync(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     let mut applied = s.hub.applied_watch();
     loop {
         applied.borrow_and_update();
-        let (updates, cursor, more) = page(&s, &me.user_id, since, limit)?;
-        if !updates.is_empty() || wait_ms == 0 || tokio::time::Instant::now() >= deadline {
-            return Ok(json_reply(StatusCode::OK, &json!({"updates": updates, "cursor": cursor, "more": more})));
+        let p = page(&s, &me.user_id, since, limit, PageFrame::Http)?;
+        if p.len > 0 || wait_ms == 0 || tokio::time::Instant::now() >= deadline {
+            return Ok(json_text(StatusCode::OK, p.text));
         }
         match tokio::time::timeout_at(deadline, applied.changed()).await {
             Ok(Ok(())) => continue,
             // Timed out or shutting down: answer with nothing new.
             _ => {
-                let (updates, cursor, more) = page(&s, &me.user_id, since, limit)?;
-                return Ok(json_reply(StatusCode::OK, &json!({"updates": updates, "cursor": cursor, "more": more})));
+                let p = page(&s, &me.user_id, since, limit, PageFrame::Http)?;
+                return Ok(json_text(StatusCode::OK, p.text));
             }
         }
     }
