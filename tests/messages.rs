@@ -8,15 +8,6 @@ use std::collections::BTreeSet;
 use common::*;
 use serde_json::{json, Value};
 
-/// Two fresh users who are friends, and their conversation id.
-async fn pair(api: &Api, p: &str) -> (User, User, String) {
-    let a = api.user(&format!("{p}a")).await;
-    let b = api.user(&format!("{p}b")).await;
-    api.befriend(&a, &b).await;
-    let cid = dm(&a.id, &b.id);
-    (a, b, cid)
-}
-
 fn seqs(history: &Value) -> Vec<u64> {
     history["messages"]
         .as_array()
@@ -29,7 +20,7 @@ fn seqs(history: &Value) -> Vec<u64> {
 #[tokio::test]
 async fn send_and_read_back() {
     let api = shared().api();
-    let (a, b, cid) = pair(&api, "sr").await;
+    let (a, b, cid) = api.friends("sr").await;
     assert!(cid.starts_with("d:") && cid.split(':').nth(1) < cid.split(':').nth(2));
 
     // Friends with no messages yet: empty history.
@@ -86,7 +77,7 @@ async fn send_and_read_back() {
 #[tokio::test]
 async fn reply_to_must_exist() {
     let api = shared().api();
-    let (a, _b, cid) = pair(&api, "rt").await;
+    let (a, _b, cid) = api.friends("rt").await;
     let path = format!("/v1/conversations/{cid}/messages");
     api.post(&path, Some(&a.token), json!({"client_msg_id": cmid("r"), "body": "x", "reply_to": 1}))
         .await
@@ -104,7 +95,7 @@ async fn reply_to_must_exist() {
 #[tokio::test]
 async fn idempotent_resend() {
     let api = shared().api();
-    let (a, b, cid) = pair(&api, "id").await;
+    let (a, b, cid) = api.friends("id").await;
     let r1 = api.send_raw(&a.token, &cid, "same-id", "first").await;
     let c1 = r1.write(201);
     // The retry (even with another body) answers 200 with the original message.
@@ -133,7 +124,7 @@ async fn idempotent_resend() {
 #[tokio::test]
 async fn body_limits() {
     let api = shared().api();
-    let (a, _b, cid) = pair(&api, "bl").await;
+    let (a, _b, cid) = api.friends("bl").await;
     api.send_raw(&a.token, &cid, &cmid("e"), "").await.err(400, "invalid_request");
     api.send_raw(&a.token, &cid, &cmid("e"), &"x".repeat(16_385)).await.err(413, "payload_too_large");
     // Bytes, not characters: 8,193 two-byte characters.
@@ -152,7 +143,7 @@ async fn body_limits() {
 #[tokio::test]
 async fn who_may_send_and_read() {
     let api = shared().api();
-    let (a, b, cid) = pair(&api, "wm").await;
+    let (a, b, cid) = api.friends("wm").await;
     let c = api.user("wmc").await;
     api.send(&a, &cid, "private").await;
 
@@ -186,7 +177,7 @@ async fn who_may_send_and_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_senders_get_gap_free_seqs() {
     let api = shared().api();
-    let (a, b, cid) = pair(&api, "cc").await;
+    let (a, b, cid) = api.friends("cc").await;
     const TASKS_PER_USER: usize = 3;
     const PER_TASK: usize = 10;
     let mut handles = Vec::new();
@@ -241,7 +232,7 @@ async fn concurrent_senders_get_gap_free_seqs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_paging() {
     let api = shared().api();
-    let (a, b, cid) = pair(&api, "hp").await;
+    let (a, b, cid) = api.friends("hp").await;
     const N: u64 = 510;
     // Send N messages quickly from a few tasks, then check they are 1..N.
     let mut handles = Vec::new();
@@ -305,7 +296,7 @@ async fn history_paging() {
 #[tokio::test]
 async fn unread_arithmetic() {
     let api = shared().api();
-    let (a, b, cid) = pair(&api, "ur").await;
+    let (a, b, cid) = api.friends("ur").await;
     for i in 1..=3 {
         api.send(&a, &cid, &format!("m{i}")).await;
     }
@@ -413,7 +404,7 @@ async fn conversation_list_newest_activity_first() {
 #[tokio::test]
 async fn revoke_own_message() {
     let api = shared().api();
-    let (a, b, cid) = pair(&api, "rv").await;
+    let (a, b, cid) = api.friends("rv").await;
     let (m1, _) = api.send(&a, &cid, "oops").await;
     let (_m2, _) = api.send(&b, &cid, "what?").await;
 

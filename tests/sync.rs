@@ -8,14 +8,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-async fn pair(api: &Api, p: &str) -> (User, User, String) {
-    let a = api.user(&format!("{p}a")).await;
-    let b = api.user(&format!("{p}b")).await;
-    api.befriend(&a, &b).await;
-    let cid = dm(&a.id, &b.id);
-    (a, b, cid)
-}
-
 #[tokio::test]
 async fn fresh_user_has_no_updates() {
     let api = shared().api();
@@ -32,7 +24,7 @@ async fn fresh_user_has_no_updates() {
 #[tokio::test]
 async fn paged_sync_equals_one_shot() {
     let api = shared().api();
-    let (a, b, cid) = pair(&api, "pg").await;
+    let (a, b, cid) = api.friends("pg").await;
     let c = api.user("pgc").await;
     // A mix of update types for `a`: 105 messages, reads, a revoke, a block and unblock, a
     // friend request from a third user.
@@ -85,7 +77,7 @@ async fn paged_sync_equals_one_shot() {
 #[tokio::test]
 async fn updates_go_to_the_right_users() {
     let api = shared().api();
-    let (a, b, cid) = pair(&api, "rt").await;
+    let (a, b, cid) = api.friends("rt").await;
     let outsider = api.user("rto").await;
     let (_, start_a) = api.sync_all(&a.token, 0, None).await;
     let (_, start_b) = api.sync_all(&b.token, 0, None).await;
@@ -124,7 +116,7 @@ async fn updates_go_to_the_right_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_wakes_when_a_message_arrives() {
     let api = shared().api();
-    let (a, b, cid) = pair(&api, "lp").await;
+    let (a, b, cid) = api.friends("lp").await;
     let (_, since) = api.sync_all(&a.token, 0, None).await;
 
     let poller = {
@@ -183,7 +175,7 @@ async fn long_poll_without_news_waits_then_returns_empty() {
 #[tokio::test]
 async fn min_cursor_read_your_writes() {
     let api = shared().api();
-    let (a, _b, cid) = pair(&api, "mc").await;
+    let (a, _b, cid) = api.friends("mc").await;
     let (_, cursor) = api.send(&a, &cid, "x").await;
     let t0 = Instant::now();
     let r = api.get(&format!("/v1/conversations/{cid}/messages?min_cursor={cursor}"), Some(&a.token)).await;

@@ -11,14 +11,6 @@ use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-async fn pair(api: &Api, p: &str) -> (User, User, String) {
-    let a = api.user(&format!("{p}a")).await;
-    let b = api.user(&format!("{p}b")).await;
-    api.befriend(&a, &b).await;
-    let cid = dm(&a.id, &b.id);
-    (a, b, cid)
-}
-
 #[tokio::test]
 async fn upgrade_needs_a_valid_token() {
     let server = shared();
@@ -58,7 +50,7 @@ async fn ping_pong() {
 async fn send_and_read_frames() {
     let server = shared();
     let api = server.api();
-    let (a, b, cid) = pair(&api, "wsf").await;
+    let (a, b, cid) = api.friends("wsf").await;
     let stranger = api.user("wsfs").await;
     let mut wa = ws_connect(server, &a.token).await;
     let mut wb = ws_connect(server, &b.token).await;
@@ -277,7 +269,7 @@ async fn raw_handshake_then_frame_over_one_mib_closes_with_1009() {
 async fn catch_up_then_live_without_gap_or_duplicate() {
     let server = shared();
     let api = server.api();
-    let (a, b, cid) = pair(&api, "cu").await;
+    let (a, b, cid) = api.friends("cu").await;
     const BEFORE: usize = 30;
     const DURING: usize = 30;
     for i in 0..BEFORE {
@@ -344,7 +336,7 @@ async fn catch_up_then_live_without_gap_or_duplicate() {
 async fn sync_from_a_cursor_over_ws() {
     let server = shared();
     let api = server.api();
-    let (a, b, cid) = pair(&api, "wsc").await;
+    let (a, b, cid) = api.friends("wsc").await;
     for i in 0..5 {
         api.send(&b, &cid, &format!("{i}")).await;
     }
@@ -393,7 +385,7 @@ async fn revoked_session_socket_closes_with_4001() {
 async fn slow_consumer_is_closed_with_1013_and_resumes_losing_nothing() {
     let server = TestServer::start_with(&["--rate-limit-per-user", "0", "--ws-queue", "8"]);
     let api = server.api();
-    let (a, b, cid) = pair(&api, "slow").await;
+    let (a, b, cid) = api.friends("slow").await;
     let mut ws = ws_connect(&server, &a.token).await;
     let (_, start) = ws_catch_up(&mut ws, 0).await;
 
@@ -449,7 +441,7 @@ async fn a_reading_client_catches_up_through_a_small_queue() {
     // the writer instead of overflowing, and the client is not closed.
     let server = TestServer::start_with(&["--rate-limit-per-user", "0", "--ws-queue", "2"]);
     let api = server.api();
-    let (a, b, cid) = pair(&api, "bigcu").await;
+    let (a, b, cid) = api.friends("bigcu").await;
     const N: u64 = 1600;
     let mut handles = Vec::new();
     for t in 0..8u64 {

@@ -246,22 +246,6 @@ pub fn write_update(out: &mut String, e: &EntryView<'_>) {
     o.close();
 }
 
-/// An entry as a sync update, as a `Value` (what [`write_update`] writes).
-pub fn update_value(e: &Entry, revoked: bool) -> Value {
-    let mut v = event_payload(&e.event);
-    v["cursor"] = json!(e.cursor);
-    v["ts"] = json!(e.ts);
-    v["type"] = json!(e.event.type_name());
-    if let Some(m) = v.get_mut("message") {
-        m["ts"] = json!(e.ts);
-        if revoked {
-            m["body"] = json!("");
-            m["revoked"] = json!(true);
-        }
-    }
-    v
-}
-
 /// A JSON object being written into a `String`; the caller gives keys in the order wanted.
 struct Obj<'a> {
     out: &'a mut String,
@@ -350,7 +334,7 @@ impl<'a> Obj<'a> {
 /// Appends `s` as a JSON string, escaped exactly as `serde_json` does: `"` and `\`, control
 /// characters (the short forms `\b \t \n \f \r`, else `\u00XX` in lower-case hex); everything
 /// else as is. Runs of plain text are skipped eight bytes at a time.
-pub fn push_json_str(out: &mut String, s: &str) {
+fn push_json_str(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push('"');
@@ -491,6 +475,22 @@ pub fn journal_entry(e: &Entry) -> Value {
 mod tests {
     use super::*;
     use parley_storage::{Command, CommandKind, RemoveReason, Role};
+
+    /// The reference the tests hold [`write_update`] to: an entry as a sync update, as a `Value`.
+    fn update_value(e: &Entry, revoked: bool) -> Value {
+        let mut v = event_payload(&e.event);
+        v["cursor"] = json!(e.cursor);
+        v["ts"] = json!(e.ts);
+        v["type"] = json!(e.event.type_name());
+        if let Some(m) = v.get_mut("message") {
+            m["ts"] = json!(e.ts);
+            if revoked {
+                m["body"] = json!("");
+                m["revoked"] = json!(true);
+            }
+        }
+        v
+    }
 
     fn entry(cursor: u64, event: Event) -> Entry {
         Entry { cursor, ts: 1_700_000_000_000 + cursor, prev_hash: [1; 32], hash: [2; 32], event }

@@ -62,20 +62,16 @@ impl Node {
     /// Opens storage and starts raft. The listener is bound by the caller (so it can report a
     /// busy port cleanly and tests can bind port 0).
     pub async fn start(cfg: ServerConfig, listener: TcpListener) -> Result<Node, ServerError> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| ServerError::Open(cfg.data_dir.clone(), e.to_string()))?;
-        let db = sled::Config::new()
-            .path(cfg.data_dir.join("db"))
-            .cache_capacity(cfg.cache_bytes)
-            .open()
-            .map_err(|e| ServerError::Open(cfg.data_dir.clone(), e.to_string()))?;
+        let open_error = |e: &dyn std::fmt::Display| ServerError::Open(cfg.data_dir.clone(), e.to_string());
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| open_error(&e))?;
+        let open_db = |dir: &str, cache: u64| {
+            sled::Config::new().path(cfg.data_dir.join(dir)).cache_capacity(cache).open().map_err(|e| open_error(&e))
+        };
+        let db = open_db("db", cfg.cache_bytes)?;
         // The raft log has its own db (see `NodeDbs`); a small cache: entries are read back
         // only to replicate them and to re-apply after a restart.
-        let log_db = sled::Config::new()
-            .path(cfg.data_dir.join("raft"))
-            .cache_capacity(RAFT_LOG_CACHE_BYTES)
-            .open()
-            .map_err(|e| ServerError::Open(cfg.data_dir.clone(), e.to_string()))?;
-        if LogStore::adopt_legacy(&db, &log_db).map_err(|e| ServerError::Open(cfg.data_dir.clone(), e.to_string()))? {
+        let log_db = open_db("raft", RAFT_LOG_CACHE_BYTES)?;
+        if LogStore::adopt_legacy(&db, &log_db).map_err(|e| open_error(&e))? {
             tracing::info!("moved the raft log into its own db (data dir from an earlier version)");
         }
         let dbs = NodeDbs { state: db.clone(), log: log_db };

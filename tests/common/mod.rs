@@ -631,6 +631,15 @@ impl Api {
     }
 
     /// Makes `a` and `b` friends: a asks, b accepts.
+    /// Two fresh users who are friends, and their direct conversation's id.
+    pub async fn friends(&self, prefix: &str) -> (User, User, String) {
+        let a = self.user(&format!("{prefix}a")).await;
+        let b = self.user(&format!("{prefix}b")).await;
+        self.befriend(&a, &b).await;
+        let cid = dm(&a.id, &b.id);
+        (a, b, cid)
+    }
+
     pub async fn befriend(&self, a: &User, b: &User) {
         self.befriend_tokens(&a.token, &b.token, &a.id, &b.id).await
     }
