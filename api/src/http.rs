@@ -190,6 +190,7 @@ impl AppState {
     /// Checks a token; if its session was created at a cursor this node has not applied yet
     /// (a login on another node a moment ago), waits for it rather than refusing.
     pub async fn authenticate_token(&self, token: Option<&str>) -> Result<AuthUser, ApiError> {
+        self.serving()?;
         match self.auth.verify(&self.store, token)? {
             crate::auth::Verified::Session(user) => Ok(user),
             crate::auth::Verified::Pending { cursor } => {
@@ -197,6 +198,15 @@ impl AppState {
                 self.auth.authenticate(&self.store, token)
             }
         }
+    }
+
+    /// Refuses while this node's projections are mid-way through a snapshot install: they are
+    /// at no consistent point of the journal, so nothing is read from them.
+    pub fn serving(&self) -> Result<(), ApiError> {
+        if self.raft.is_installing() {
+            return Err(ApiError::unavailable("this node is catching up from a snapshot; try another node or retry shortly"));
+        }
+        Ok(())
     }
 
     /// Honours `?min_cursor=N` on reads.

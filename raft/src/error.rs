@@ -85,10 +85,20 @@ impl From<Fatal> for WriteError {
 /// Why an inbound RPC body could not be handled.
 #[derive(Debug, thiserror::Error)]
 pub enum InboundError {
-    /// The body is not the expected JSON request (answer 400).
+    /// The body is not a request of this wire version (answer 400 with the reason: a version
+    /// mismatch names both versions).
     #[error("malformed raft rpc body: {0}")]
-    BadRequest(serde_json::Error),
-    /// The answer could not be encoded (answer 500).
-    #[error("could not encode raft rpc answer: {0}")]
-    Encode(serde_json::Error),
+    BadRequest(crate::wire::WireError),
+    /// The answer could not be produced (answer 500).
+    #[error("raft rpc failed: {0}")]
+    Internal(String),
+}
+
+impl From<crate::wire::WireError> for InboundError {
+    fn from(e: crate::wire::WireError) -> Self {
+        match e {
+            crate::wire::WireError::Encode(e) => InboundError::Internal(e.to_string()),
+            other => InboundError::BadRequest(other),
+        }
+    }
 }

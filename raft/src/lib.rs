@@ -12,23 +12,27 @@
 //! - [`log_store`]: the raft log and hard state (vote, purge point, commit point) in sled.
 //! - [`state_machine`]: applies committed entries to the `Store`; builds and installs snapshots;
 //!   tells an [`ApplyListener`] what was applied.
+//! - [`snapshot`]: snapshots as journal pointers ([`snapshot::Manifest`]); catching a node up
+//!   by pulling verified journal pages; serving them.
+//! - [`wire`]: the binary encoding (version byte + postcard) of every raft RPC body.
 //! - [`network`]: outbound raft RPCs over HTTP (reqwest) and the HMAC signature on each body.
 //! - [`node`]: [`RaftNode`]: configuration, bootstrap, writes, membership, inbound RPC bodies.
 //! - [`error`]: the error enums users see.
 //!
 //! # sled trees owned here
-//! All three live in the node's one Db, beside the store's trees; each value is framed by
-//! [`frame`]. Key layouts are documented (and pinned by tests) in the owning module.
-//! - `raft_log` ([`log_store`]): log index (u64 big-endian) -> rkyv `StoredEntry`.
-//! - `raft_state` ([`log_store`]): `vote` / `last_purged` / `committed` -> JSON.
-//! - `raft_snapshot` ([`state_machine`]): `meta` -> JSON snapshot meta, `data` -> snapshot bytes.
+//! Each value is framed by [`frame`]. Key layouts are documented (and pinned by tests) in the
+//! owning module.
+//! - in the raft log's db (`<data-dir>/raft`): `raft_log` ([`log_store`]): log index (u64
+//!   big-endian) -> rkyv `StoredEntry`; `raft_state`: `vote` / `last_purged` / `committed`.
+//! - in the state db (`<data-dir>/db`, beside the store's trees): `raft_snapshot`
+//!   ([`state_machine`]): `current` -> the snapshot meta and its manifest.
 //!
-//! Plus two keys in the store's meta, committed with each apply batch: `raft_last_applied` and
-//! `raft_membership` ([`state_machine`]).
+//! Plus keys in the store's meta, committed with the state they describe: `raft_last_applied`,
+//! `raft_membership` and, during an install, `raft_installing` ([`state_machine`]).
 //!
 //! Invariants (see each module for its own):
-//! - one `sled::Db` holds the raft log, the raft state, the snapshot and the store, so one flush
-//!   makes all of them durable;
+//! - the log is purged only behind a snapshot, and a snapshot is recorded only after the state
+//!   db is flushed, so the log is bounded and never the only copy of applied state;
 //! - a write is answered only after its entry is durable in a quorum's logs and applied here.
 
 pub mod error;
@@ -36,8 +40,10 @@ pub mod frame;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod snapshot;
 pub mod state_machine;
 pub mod types;
+pub mod wire;
 
 pub use error::{InboundError, RaftError, WriteError};
 pub use log_store::LogStore;

@@ -1,41 +1,56 @@
 //! Outbound raft RPCs over HTTP, and the shared-secret signature on every RPC body.
 //!
 //! Owns the wire contract between nodes (the inbound side is mounted by the api crate through
-//! [`crate::RaftNode::handle_append`] and friends):
+//! [`crate::RaftNode::handle_append`] and friends). Bodies are binary ([`crate::wire`]: a
+//! version byte, then postcard), both ways:
 //!
-//! | RPC            | request                                    | 200 response body                            |
-//! |----------------|--------------------------------------------|----------------------------------------------|
-//! | `POST {addr}/raft/append`   | JSON [`AppendEntriesRequest`]     | JSON `Result<AppendEntriesResponse, RaftError>` |
-//! | `POST {addr}/raft/vote`     | JSON [`VoteRequest`]              | JSON `Result<VoteResponse, RaftError>`          |
-//! | `POST {addr}/raft/snapshot` | JSON [`InstallSnapshotRequest`] (one chunk) | JSON `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>` |
+//! | RPC                          | request                 | 200 response body                               |
+//! |------------------------------|-------------------------|-------------------------------------------------|
+//! | `POST {addr}/raft/append`    | [`AppendEntriesRequest`] | `Result<AppendEntriesResponse, RaftError>`     |
+//! | `POST {addr}/raft/vote`      | [`VoteRequest`]          | `Result<VoteResponse, RaftError>`              |
+//! | `POST {addr}/raft/snapshot`  | [`SnapshotRequest`] (a manifest) | `Result<SnapshotResponse, Fatal>`, once installed |
+//! | `POST {addr}/raft/journal`   | [`PageRequest`]          | [`Page`] of stored journal records             |
 //!
 //! Every request carries [`AUTH_HEADER`]: hex HMAC-SHA256 of the exact body bytes under the
 //! cluster secret. A remote raft error travels inside a 200 body and becomes
 //! `RPCError::RemoteError`; a failed connection is `Unreachable` (openraft backs off); a
-//! timeout is `Timeout`; any other failure, including a non-2xx status, is `NetworkError`.
+//! timeout is `Timeout`; any other failure, including a non-2xx status (a wire version
+//! mismatch answers 400 naming both versions), is `NetworkError`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use openraft::error::{InstallSnapshotError, NetworkError, RemoteError, Timeout, Unreachable};
+use openraft::error::{Fatal, NetworkError, RemoteError, ReplicationClosed, StreamingError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::RPCTypes;
+use openraft::{OptionalSend, RPCTypes};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::Sha256;
 
+use crate::snapshot::JournalSource;
 use crate::types::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, Node, NodeId,
-    RemoteRaftError, RpcError, TypeConfig, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, Node, NodeId, RemoteRaftError, RpcError, Snapshot, SnapshotResponse,
+    TypeConfig, Vote, VoteRequest, VoteResponse,
 };
+use crate::wire::{self, Page, PageRequest, SnapshotRequest};
 
 /// The header carrying the body's signature.
 pub const AUTH_HEADER: &str = "Parley-Raft-Auth";
-/// Paths of the three RPCs, relative to a node's address.
+/// Paths of the RPCs, relative to a node's address.
 pub const APPEND_PATH: &str = "/raft/append";
 pub const VOTE_PATH: &str = "/raft/vote";
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
+pub const JOURNAL_PATH: &str = "/raft/journal";
+
+/// How long a follower may take to install a snapshot (pull and apply what it lacks) before
+/// the leader gives up on that attempt and sends it again. Generous: at 100k entries/s this is
+/// a journal of tens of millions of entries.
+pub const SNAPSHOT_INSTALL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Timeout of one journal page request.
+pub const PAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -75,91 +90,114 @@ pub fn base_url(addr: &str) -> String {
 #[derive(Clone)]
 pub struct Network {
     node_id: NodeId,
+    /// This node's address, named as the journal source in the snapshots it sends.
+    addr: String,
     client: reqwest::Client,
     secret: Arc<[u8]>,
 }
 
 impl Network {
-    /// A network for node `node_id`, signing with `secret`.
-    pub fn new(node_id: NodeId, secret: &[u8]) -> Result<Network, reqwest::Error> {
+    /// A network for node `node_id` at `addr`, signing with `secret`.
+    pub fn new(node_id: NodeId, addr: &str, secret: &[u8]) -> Result<Network, reqwest::Error> {
         let client = reqwest::Client::builder().connect_timeout(Duration::from_millis(500)).build()?;
-        Ok(Network { node_id, client, secret: Arc::from(secret) })
+        Ok(Network { node_id, addr: addr.to_string(), client, secret: Arc::from(secret) })
     }
+}
+
+/// How one RPC attempt failed on the way (before any answer was decoded).
+enum Transport {
+    Timeout,
+    Unreachable(reqwest::Error),
+    Network(String),
+}
+
+/// Signs and posts one binary body; the raw 200 answer.
+async fn post_raw(
+    client: &reqwest::Client,
+    secret: &[u8],
+    url: String,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<bytes::Bytes, Transport> {
+    let signature = sign(secret, &body);
+    let sent = client
+        .post(url)
+        .header(AUTH_HEADER, signature)
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .timeout(timeout)
+        .body(body)
+        .send()
+        .await;
+    let classify = |e: reqwest::Error| {
+        if e.is_timeout() {
+            Transport::Timeout
+        } else if e.is_connect() {
+            Transport::Unreachable(e)
+        } else {
+            Transport::Network(e.to_string())
+        }
+    };
+    let response = sent.map_err(classify)?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        return Err(Transport::Network(format!("answered {status}: {text}")));
+    }
+    response.bytes().await.map_err(classify)
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Connection {
-        Connection {
-            node_id: self.node_id,
-            target,
-            base: base_url(&node.addr),
-            client: self.client.clone(),
-            secret: self.secret.clone(),
-        }
+        Connection { net: self.clone(), target, base: base_url(&node.addr) }
+    }
+}
+
+impl JournalSource for Network {
+    fn page<'a>(&'a self, addr: &'a str, req: PageRequest) -> Pin<Box<dyn Future<Output = Result<Page, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let body = wire::encode(&req).map_err(|e| e.to_string())?;
+            let url = format!("{}{JOURNAL_PATH}", base_url(addr));
+            match post_raw(&self.client, &self.secret, url, body, PAGE_TIMEOUT).await {
+                Ok(bytes) => wire::decode::<Page>(&bytes).map_err(|e| e.to_string()),
+                Err(Transport::Timeout) => Err("timed out".into()),
+                Err(Transport::Unreachable(e)) => Err(format!("unreachable: {e}")),
+                Err(Transport::Network(e)) => Err(e),
+            }
+        })
     }
 }
 
 /// RPCs to one peer.
 pub struct Connection {
-    node_id: NodeId,
+    net: Network,
     target: NodeId,
     base: String,
-    client: reqwest::Client,
-    secret: Arc<[u8]>,
 }
 
 impl Connection {
-    async fn post<Req, Resp, E>(
-        &self,
-        action: RPCTypes,
-        path: &str,
-        req: &Req,
-        timeout: Duration,
-    ) -> Result<Resp, RpcError<E>>
+    async fn post<Req, Resp, E>(&self, action: RPCTypes, path: &str, req: &Req, timeout: Duration) -> Result<Resp, RpcError<E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let body = serde_json::to_vec(req).map_err(|e| RpcError::Network(NetworkError::new(&e)))?;
-        let signature = sign(&self.secret, &body);
-        let sent = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header(AUTH_HEADER, signature)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await;
-        let response = sent.map_err(|e| self.transport_error(action, timeout, e))?;
-
-        let status = response.status();
-        if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
-            let err = std::io::Error::other(format!("{path} answered {status}: {text}"));
-            return Err(RpcError::Network(NetworkError::new(&err)));
-        }
-        let bytes = response.bytes().await.map_err(|e| self.transport_error(action, timeout, e))?;
+        let body = wire::encode(req).map_err(|e| RpcError::Network(NetworkError::new(&e)))?;
+        let url = format!("{}{path}", self.base);
+        let bytes = post_raw(&self.net.client, &self.net.secret, url, body, timeout)
+            .await
+            .map_err(|t| self.rpc_error(action, timeout, path, t))?;
         let result: Result<Resp, RemoteRaftError<E>> =
-            serde_json::from_slice(&bytes).map_err(|e| RpcError::Network(NetworkError::new(&e)))?;
+            wire::decode(&bytes).map_err(|e| RpcError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RpcError::RemoteError(RemoteError::new(self.target, e)))
     }
 
-    fn transport_error<E: std::error::Error>(
-        &self,
-        action: RPCTypes,
-        timeout: Duration,
-        e: reqwest::Error,
-    ) -> RpcError<E> {
-        if e.is_timeout() {
-            RpcError::Timeout(Timeout { action, id: self.node_id, target: self.target, timeout })
-        } else if e.is_connect() {
-            RpcError::Unreachable(Unreachable::new(&e))
-        } else {
-            RpcError::Network(NetworkError::new(&e))
+    fn rpc_error<E: std::error::Error>(&self, action: RPCTypes, timeout: Duration, path: &str, t: Transport) -> RpcError<E> {
+        match t {
+            Transport::Timeout => RpcError::Timeout(Timeout { action, id: self.net.node_id, target: self.target, timeout }),
+            Transport::Unreachable(e) => RpcError::Unreachable(Unreachable::new(&e)),
+            Transport::Network(e) => RpcError::Network(NetworkError::new(&std::io::Error::other(format!("{path} {e}")))),
         }
     }
 }
@@ -174,18 +212,47 @@ impl RaftNetwork<TypeConfig> for Connection {
         self.post(RPCTypes::AppendEntries, APPEND_PATH, &rpc, option.hard_ttl()).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, err(Debug), fields(target = self.target, offset = rpc.offset, done = rpc.done))]
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest,
-        option: RPCOption,
-    ) -> Result<InstallSnapshotResponse, RpcError<InstallSnapshotError>> {
-        self.post(RPCTypes::InstallSnapshot, SNAPSHOT_PATH, &rpc, option.hard_ttl()).await
-    }
-
     #[tracing::instrument(level = "debug", skip_all, err(Debug), fields(target = self.target, term = rpc.vote.leader_id.term))]
     async fn vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RpcError> {
         self.post(RPCTypes::Vote, VOTE_PATH, &rpc, option.hard_ttl()).await
+    }
+
+    /// Sends the manifest; the follower pulls what it lacks from us (or another node) and
+    /// answers once it has installed it.
+    #[tracing::instrument(level = "info", skip_all, err(Display), fields(target = self.target, head = snapshot.snapshot.head_cursor))]
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let mut manifest = *snapshot.snapshot;
+        manifest.source = Some(self.net.addr.clone());
+        let req = SnapshotRequest { vote, meta: snapshot.meta, manifest };
+        let body = wire::encode(&req).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let url = format!("{}{SNAPSHOT_PATH}", self.base);
+        let timeout = SNAPSHOT_INSTALL_TIMEOUT;
+        let sent = post_raw(&self.net.client, &self.net.secret, url, body, timeout);
+        let bytes = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            sent = sent => sent,
+        };
+        let bytes = bytes.map_err(|t| match t {
+            Transport::Timeout => StreamingError::Timeout(Timeout {
+                action: RPCTypes::InstallSnapshot,
+                id: self.net.node_id,
+                target: self.target,
+                timeout,
+            }),
+            Transport::Unreachable(e) => StreamingError::Unreachable(Unreachable::new(&e)),
+            Transport::Network(e) => {
+                StreamingError::Network(NetworkError::new(&std::io::Error::other(format!("{SNAPSHOT_PATH} {e}"))))
+            }
+        })?;
+        let result: Result<SnapshotResponse, Fatal<NodeId>> =
+            wire::decode(&bytes).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
 

@@ -8,8 +8,9 @@
 //! - **join**: the same without any bootstrap: a new node waits to be added (as a learner) by
 //!   the cluster's leader, and catches up from its log or a snapshot.
 //! - **write**: `client_write`; on a follower the caller gets the leader to forward to.
-//! - **inbound RPCs**: JSON bodies in, JSON bodies out, for the api crate to mount on routes;
-//!   [`RaftNode::authenticate`] checks the body signature with the cluster secret.
+//! - **inbound RPCs**: binary bodies in, binary bodies out ([`crate::wire`]), for the api crate
+//!   to mount on routes; [`RaftNode::authenticate`] checks the body signature with the cluster
+//!   secret. `/raft/journal` serves pages of this node's journal to nodes catching up.
 //! - **shutdown**: stop raft, then flush both dbs.
 //!
 //! Invariant: a damaged or wiped node must be removed from the membership and re-added as a
@@ -28,7 +29,8 @@ use crate::error::{InboundError, RaftError, WriteError};
 use crate::log_store::LogStore;
 use crate::network::{self, Network};
 use crate::state_machine::{ApplyListener, StateMachine};
-use crate::types::{AppendEntriesRequest, InstallSnapshotRequest, LogId, Node, NodeId, Raft, RaftMetrics, VoteRequest};
+use crate::types::{AppendEntriesRequest, LogId, Node, NodeId, Raft, RaftMetrics, Snapshot, VoteRequest};
+use crate::wire::{self, PageRequest, SnapshotRequest};
 
 /// Heartbeat period; also the timeout of one append-entries RPC.
 pub const HEARTBEAT_MS: u64 = 100;
@@ -41,10 +43,6 @@ pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
 pub const LOGS_KEPT_BEHIND_SNAPSHOT: u64 = 1000;
 /// Most entries in one append-entries RPC (and so in one apply batch on a follower).
 pub const MAX_PAYLOAD_ENTRIES: u64 = 512;
-/// Largest snapshot chunk per `/raft/snapshot` request (JSON inflates bytes ~3.5x).
-pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
-/// Timeout of one snapshot chunk RPC.
-pub const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 3000;
 
 /// How to run this node.
 #[derive(Debug, Clone)]
@@ -84,8 +82,6 @@ impl NodeConfig {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: LOGS_KEPT_BEHIND_SNAPSHOT.min(self.snapshot_logs_since_last),
             max_payload_entries: MAX_PAYLOAD_ENTRIES,
-            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
-            install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
             ..Default::default()
         };
         Ok(config.validate()?)
@@ -130,6 +126,8 @@ pub struct RaftNode {
     dbs: NodeDbs,
     secret: Arc<[u8]>,
     batcher: mpsc::Sender<Pending>,
+    /// A handle on the state machine openraft drives (for install status and journal pages).
+    state_machine: StateMachine,
 }
 
 /// A command waiting for the batcher, and where its outcome goes.
@@ -236,8 +234,20 @@ impl RaftNode {
             && log_store.get_log_state().await?.last_log_id.is_none()
             && state_machine.applied_state().await?.0.is_none();
 
-        let network = Network::new(cfg.node_id, &cfg.cluster_secret)?;
+        let network = Network::new(cfg.node_id, &cfg.addr, &cfg.cluster_secret)?;
+        state_machine.set_journal_source(cfg.node_id, Arc::new(network.clone()));
+        let sm = state_machine.clone();
         let raft = Raft::new(cfg.node_id, Arc::new(config), network, log_store, state_machine).await?;
+        if sm.is_installing() {
+            // A snapshot install was interrupted: finish it now rather than at the next entry,
+            // so the node serves again as soon as it has the journal.
+            let resume = sm.clone();
+            tokio::spawn(async move {
+                if let Err(e) = resume.resume_install().await {
+                    tracing::error!(error = %e, "resuming the interrupted snapshot install failed");
+                }
+            });
+        }
         let (batcher, batch_rx) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
         tokio::spawn(batch_loop(raft.clone(), batch_rx));
         let node = RaftNode {
@@ -247,6 +257,7 @@ impl RaftNode {
             dbs,
             secret: Arc::from(cfg.cluster_secret.as_slice()),
             batcher,
+            state_machine: sm,
         };
 
         let members = cfg.members();
@@ -367,28 +378,47 @@ impl RaftNode {
         header.is_some_and(|h| network::verify(&self.secret, body, h))
     }
 
-    /// Handles a `/raft/append` body; the answer is a JSON `Result` (see [`crate::network`]).
+    /// Whether a snapshot install is under way: the store must not serve reads until it ends.
+    pub fn is_installing(&self) -> bool {
+        self.state_machine.is_installing()
+    }
+
+    /// Handles a `/raft/append` body; the answer is a binary `Result` (see [`crate::network`]).
     #[tracing::instrument(skip_all, fields(node_id = self.node_id, bytes = body.len()))]
     pub async fn handle_append(&self, body: &[u8]) -> Result<Vec<u8>, InboundError> {
-        let req: AppendEntriesRequest = serde_json::from_slice(body).map_err(InboundError::BadRequest)?;
+        let req: AppendEntriesRequest = wire::decode(body)?;
         let answer = self.raft.append_entries(req).await;
-        serde_json::to_vec(&answer).map_err(InboundError::Encode)
+        Ok(wire::encode(&answer)?)
     }
 
     /// Handles a `/raft/vote` body.
     #[tracing::instrument(skip_all, fields(node_id = self.node_id))]
     pub async fn handle_vote(&self, body: &[u8]) -> Result<Vec<u8>, InboundError> {
-        let req: VoteRequest = serde_json::from_slice(body).map_err(InboundError::BadRequest)?;
+        let req: VoteRequest = wire::decode(body)?;
         let answer = self.raft.vote(req).await;
-        serde_json::to_vec(&answer).map_err(InboundError::Encode)
+        Ok(wire::encode(&answer)?)
     }
 
-    /// Handles a `/raft/snapshot` body (one chunk of a snapshot).
-    #[tracing::instrument(skip_all, fields(node_id = self.node_id, bytes = body.len()))]
+    /// Handles a `/raft/snapshot` body: a manifest. Answers once the snapshot is installed
+    /// (the state machine pulls what this node lacks of the journal first).
+    #[tracing::instrument(skip_all, fields(node_id = self.node_id))]
     pub async fn handle_snapshot(&self, body: &[u8]) -> Result<Vec<u8>, InboundError> {
-        let req: InstallSnapshotRequest = serde_json::from_slice(body).map_err(InboundError::BadRequest)?;
-        let answer = self.raft.install_snapshot(req).await;
-        serde_json::to_vec(&answer).map_err(InboundError::Encode)
+        let req: SnapshotRequest = wire::decode(body)?;
+        let snapshot = Snapshot { meta: req.meta, snapshot: Box::new(req.manifest) };
+        let answer = self.raft.install_full_snapshot(req.vote, snapshot).await;
+        Ok(wire::encode(&answer)?)
+    }
+
+    /// Handles a `/raft/journal` body: a page of this node's journal.
+    #[tracing::instrument(skip_all, fields(node_id = self.node_id))]
+    pub async fn handle_journal(&self, body: &[u8]) -> Result<Vec<u8>, InboundError> {
+        let req: PageRequest = wire::decode(body)?;
+        let store = self.state_machine.store().clone();
+        let page = tokio::task::spawn_blocking(move || crate::snapshot::read_page(&store, req))
+            .await
+            .map_err(|e| InboundError::Internal(e.to_string()))?
+            .map_err(|e| InboundError::Internal(e.to_string()))?;
+        Ok(wire::encode(&page)?)
     }
 
     /// Stops raft, then flushes both dbs so everything applied is on disk.

@@ -2,10 +2,9 @@
 //!
 //! Owns one decision: what travels through raft. The log carries [`parley_storage::Command`]s,
 //! the state machine answers with [`parley_storage::Outcome`]s, nodes are `u64` ids with a
-//! [`openraft::BasicNode`] holding the node's HTTP address, and snapshots are plain byte buffers
-//! (`Cursor<Vec<u8>>`, openraft's default, which is why `Cursor` is imported here).
-
-use std::io::Cursor;
+//! [`openraft::BasicNode`] holding the node's HTTP address, and a snapshot's data is a
+//! [`crate::snapshot::Manifest`], a pointer into the journal (openraft's
+//! `generic-snapshot-data`: the application defines the snapshot and its transfer).
 
 openraft::declare_raft_types!(
     /// Parley's raft: commands in, outcomes out.
@@ -14,6 +13,7 @@ openraft::declare_raft_types!(
         R = parley_storage::BatchOutcome,
         NodeId = u64,
         Node = openraft::BasicNode,
+        SnapshotData = crate::snapshot::Manifest,
 );
 
 /// A node id within the cluster.
@@ -41,13 +41,12 @@ pub type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;
 /// Storage failure as openraft sees it; returning one stops the node.
 pub type StorageError = openraft::StorageError<NodeId>;
 
-/// The RPC bodies exchanged between nodes (JSON on the wire, see [`crate::network`]).
+/// The RPC bodies exchanged between nodes (binary on the wire, see [`crate::wire`]).
 pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
 pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<NodeId>;
 pub type VoteRequest = openraft::raft::VoteRequest<NodeId>;
 pub type VoteResponse = openraft::raft::VoteResponse<NodeId>;
-pub type InstallSnapshotRequest = openraft::raft::InstallSnapshotRequest<TypeConfig>;
-pub type InstallSnapshotResponse = openraft::raft::InstallSnapshotResponse<NodeId>;
+pub type SnapshotResponse = openraft::raft::SnapshotResponse<NodeId>;
 
 /// Errors a remote raft node answers with (carried inside a 200 response body).
 pub type RemoteRaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;

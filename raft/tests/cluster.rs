@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 const SECRET: &[u8] = b"cluster-test-secret";
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
-/// Snapshot chunks answered by any test server.
+/// Snapshot manifests answered by any test server.
 static SNAPSHOT_CHUNKS: AtomicUsize = AtomicUsize::new(0);
 
 struct Member {
@@ -122,6 +122,7 @@ async fn connection(socket: TcpStream, node: Arc<RaftNode>) -> std::io::Result<(
                     SNAPSHOT_CHUNKS.fetch_add(1, Ordering::SeqCst);
                     node.handle_snapshot(&body).await
                 }
+                "/raft/journal" => node.handle_journal(&body).await,
                 _ => Ok(Vec::new()),
             };
             match handled {

@@ -62,7 +62,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
 /// Ready when this node knows a leader and has applied everything it knows is committed.
 pub async fn is_ready(s: &AppState) -> bool {
     let m = s.raft.metrics().borrow().clone();
-    if m.current_leader.is_none() || m.running_state.is_err() {
+    if m.current_leader.is_none() || m.running_state.is_err() || s.raft.is_installing() {
         return false;
     }
     let committed = s.raft.raft().with_raft_state(|st| st.committed.map(|l| l.index)).await.ok().flatten();

@@ -1,6 +1,7 @@
 //! Inbound raft traffic on the HTTP listener (`/raft/*`), authenticated with an HMAC of the
 //! body under the cluster secret; a request without a valid one is refused before it can touch
-//! the log. `/raft/write` runs a forwarded client command on the leader.
+//! the log. `/raft/write` runs a forwarded client command on the leader; `/raft/journal` serves
+//! journal pages to a node installing a snapshot. Bodies are binary ([`parley_raft::wire`]).
 
 use std::sync::Arc;
 
@@ -46,16 +47,22 @@ async fn handle(s: &AppState, rpc: &str, h: &HeaderMap, b: Result<Bytes, ApiErro
         "append" => s.raft.handle_append(&body).await,
         "vote" => s.raft.handle_vote(&body).await,
         "snapshot" => s.raft.handle_snapshot(&body).await,
+        "journal" => s.raft.handle_journal(&body).await,
         "write" => return forwarded_write(s, &body).await,
         _ => return Err(ApiError::not_found("no such raft rpc")),
     };
     match out {
         Ok(bytes) => {
             let mut resp = Response::new(bytes.into());
-            resp.headers_mut().insert("content-type", warp::http::HeaderValue::from_static("application/json"));
+            resp.headers_mut()
+                .insert("content-type", warp::http::HeaderValue::from_static("application/octet-stream"));
             Ok(resp)
         }
-        Err(e) => Err(ApiError::invalid(e.to_string())),
+        Err(e @ parley_raft::InboundError::BadRequest(_)) => {
+            tracing::warn!(error = %e, "raft request refused");
+            Err(ApiError::invalid(e.to_string()))
+        }
+        Err(e) => Err(ApiError::internal(e.to_string())),
     }
 }
 

@@ -1,0 +1,222 @@
+//! Snapshots as pointers into the journal, and catching a node up to one.
+//!
+//! The journal is append-only, every node keeps all of it, and `apply` rebuilds every
+//! projection from it. So a raft snapshot need not copy any state: it is a [`Manifest`], the
+//! journal head (cursor and chain hash) that the snapshot's last log id stands for. Taking one
+//! costs O(1) (see `state_machine.rs`); what a lagging node lacks it pulls, and only that.
+//!
+//! **Catch-up** ([`catch_up`]): the follower compares its own journal head with the manifest.
+//! It asks a source node for the page that starts *at* its head cursor: when that entry's
+//! hash is the follower's head hash, the two journals agree up to there and the follower pulls
+//! `head+1..=manifest head`; when it is not, the follower's journal has diverged and it
+//! fail-stops ([`CatchUpError::Diverged`]) rather than serve or extend it. An empty follower
+//! starts from cursor 1. Each page is checked before anything of it is stored: every record
+//! decodes (rkyv validation), its cursor is the next one, its `prev_hash` links to the
+//! previous entry and its hash recomputes; the last entry must carry the manifest's head hash.
+//! A page that fails any check is never applied: the source is treated as faulty and the
+//! pull goes on from another source (or the same, later). Verified pages are applied through
+//! the same `apply` as everything else (`Tx::replay`), one atomic store commit per page, so
+//! memory is one page whatever the journal length, and an interruption resumes from the
+//! follower's new head.
+//!
+//! What a node serves while it catches up, and how it resumes after a crash, is the state
+//! machine's part (the `raft_installing` marker in `state_machine.rs`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use parley_storage::journal::{Hash, JournalError, JournalRecord};
+use parley_storage::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{Page, PageEntry, PageRequest, MAX_PAGE_BYTES, MAX_PAGE_ENTRIES};
+
+/// What a raft snapshot holds: the journal head its last log id stands for.
+///
+/// `source` is transfer information, not state: the address of a node that holds the journal
+/// up to `head_cursor` (the sending leader fills it in; a freshly built manifest has none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub head_cursor: u64,
+    pub head_hash: Hash,
+    pub source: Option<String>,
+}
+
+/// Fetches journal pages from other nodes (the signed `/raft/journal` RPC in production, an
+/// in-memory double in tests).
+pub trait JournalSource: Send + Sync + 'static {
+    fn page<'a>(
+        &'a self,
+        addr: &'a str,
+        req: PageRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<Page, String>> + Send + 'a>>;
+}
+
+/// Why a catch-up stopped for good. Everything else (a source down, a page that fails the
+/// chain check) is retried against the next source.
+#[derive(Debug, thiserror::Error)]
+pub enum CatchUpError {
+    #[error(
+        "this node's journal diverged from the cluster's at cursor {cursor}: its entry there has \
+         another hash; it will not serve or extend it. Stop the node, remove its data dir, and \
+         add it again as a new node (parley members remove, then serve --join)"
+    )]
+    Diverged { cursor: u64 },
+    #[error("this node's journal head {local} is past the snapshot's head {target}: its journal diverged")]
+    Ahead { local: u64, target: u64 },
+    #[error("no other node to pull the journal from")]
+    NoSource,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("catch-up task failed: {0}")]
+    Join(String),
+}
+
+/// One pull attempt's failure: fatal, or worth another try elsewhere.
+enum Step {
+    Fatal(CatchUpError),
+    Retry(String),
+}
+
+impl From<StoreError> for Step {
+    fn from(e: StoreError) -> Self {
+        Step::Fatal(e.into())
+    }
+}
+
+/// Brings `store`'s journal (and so its projections) to `target`'s head, pulling from
+/// `sources` in turn. Returns the number of entries applied. Retries transient failures with a
+/// capped backoff for as long as it takes: a node that cannot catch up has nothing better to
+/// do, and the caller (raft's state machine worker) must not install a partial state.
+pub async fn catch_up(
+    store: &Store,
+    target: &Manifest,
+    sources: &[String],
+    net: &dyn JournalSource,
+) -> Result<u64, CatchUpError> {
+    let mut applied = 0u64;
+    let mut failures = 0usize;
+    loop {
+        let head = store.head()?;
+        if head.cursor > target.head_cursor {
+            return Err(CatchUpError::Ahead { local: head.cursor, target: target.head_cursor });
+        }
+        if head.cursor == target.head_cursor {
+            if head.hash != target.head_hash {
+                return Err(CatchUpError::Diverged { cursor: head.cursor });
+            }
+            return Ok(applied);
+        }
+        if sources.is_empty() {
+            return Err(CatchUpError::NoSource);
+        }
+        let addr = &sources[failures % sources.len()];
+        match pull_from(store, target, addr, net, &mut applied).await {
+            Ok(()) => {}
+            Err(Step::Fatal(e)) => return Err(e),
+            Err(Step::Retry(why)) => {
+                failures += 1;
+                let wait = Duration::from_millis(100 * (1 << failures.min(5)) as u64);
+                tracing::warn!(source = %addr, %why, retry_in_ms = wait.as_millis() as u64, "journal pull failed");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Pulls pages from one source until the target head is reached or the source fails.
+async fn pull_from(
+    store: &Store,
+    target: &Manifest,
+    addr: &str,
+    net: &dyn JournalSource,
+    applied: &mut u64,
+) -> Result<(), Step> {
+    let head = store.head()?;
+    let mut expected = (head.cursor, head.hash);
+    // The first page starts at our own head so its first entry proves the journals agree.
+    let mut check_link = head.cursor > 0;
+    while expected.0 < target.head_cursor {
+        let from = if check_link { expected.0 } else { expected.0 + 1 };
+        let limit = (target.head_cursor - from + 1).min(MAX_PAGE_ENTRIES as u64) as u32;
+        let page = net.page(addr, PageRequest { from, limit }).await.map_err(Step::Retry)?;
+        let verified = verify_page(page.entries, &mut expected, &mut check_link, target)?;
+        if verified.is_empty() {
+            return Err(Step::Retry(format!("source has nothing past cursor {}", expected.0)));
+        }
+        let store = store.clone();
+        let n = verified.len() as u64;
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let mut tx = store.begin();
+            for (rec, event) in &verified {
+                tx.replay(rec, event)?;
+            }
+            tx.commit().map(|_| ())
+        })
+        .await
+        .map_err(|e| Step::Fatal(CatchUpError::Join(e.to_string())))??;
+        *applied += n;
+    }
+    Ok(())
+}
+
+/// Checks a page against the chain from `expected` (cursor, hash), advancing it; returns the
+/// decoded entries to apply. Nothing is returned unless the whole page checks out.
+fn verify_page(
+    entries: Vec<PageEntry>,
+    expected: &mut (u64, Hash),
+    check_link: &mut bool,
+    target: &Manifest,
+) -> Result<Vec<(JournalRecord, parley_storage::Event)>, Step> {
+    let bad = |e: JournalError| Step::Retry(format!("page failed the chain check: {e}"));
+    let mut next = *expected;
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, e) in entries.into_iter().enumerate() {
+        let rec = JournalRecord::decode(e.cursor, &e.record).map_err(bad)?;
+        let entry = rec.verify().map_err(bad)?;
+        if *check_link && i == 0 {
+            if rec.cursor != next.0 {
+                return Err(Step::Retry(format!("page starts at {} instead of {}", rec.cursor, next.0)));
+            }
+            if rec.hash != next.1 {
+                return Err(Step::Fatal(CatchUpError::Diverged { cursor: rec.cursor }));
+            }
+            continue;
+        }
+        if rec.cursor > target.head_cursor {
+            break;
+        }
+        if rec.cursor != next.0 + 1 {
+            return Err(bad(JournalError::Missing { cursor: next.0 + 1 }));
+        }
+        if rec.prev_hash != next.1 {
+            return Err(bad(JournalError::BrokenLink { cursor: rec.cursor, prev: next.0 }));
+        }
+        next = (rec.cursor, rec.hash);
+        out.push((rec, entry.event));
+    }
+    if next.0 == target.head_cursor && next.1 != target.head_hash {
+        return Err(Step::Retry(format!("the source's entry {} does not carry the snapshot's head hash", next.0)));
+    }
+    *check_link = false;
+    *expected = next;
+    Ok(out)
+}
+
+/// Serves a page of this node's journal: entries from `req.from`, consecutive, capped in count
+/// and bytes (at least one entry when there is one).
+pub fn read_page(store: &Store, req: PageRequest) -> Result<Page, StoreError> {
+    let limit = req.limit.clamp(1, MAX_PAGE_ENTRIES) as usize;
+    let mut entries = Vec::new();
+    let mut bytes = 0usize;
+    for item in store.journal_raw(req.from.max(1)) {
+        let (cursor, raw) = item?;
+        if entries.len() >= limit || (bytes >= MAX_PAGE_BYTES && !entries.is_empty()) {
+            break;
+        }
+        bytes += raw.len();
+        entries.push(PageEntry { cursor, record: raw.to_vec() });
+    }
+    Ok(Page { entries })
+}
