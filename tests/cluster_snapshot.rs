@@ -1,7 +1,8 @@
 //! Snapshots and log purge: with a small `--snapshot-every`, a follower that was paused
 //! (SIGSTOP) or down (SIGKILL) while 1,000 entries were written finds the log it needs purged
 //! on the leader, catches up by snapshot, and ends with the leader's journal (same cursor, same
-//! head hash, same projection digest) and the same sync stream.
+//! head hash, same projection digest) and the same sync stream; a follower killed mid-install
+//! resumes; a follower whose journal diverged fail-stops and serves nothing.
 
 mod cluster_support;
 
@@ -168,4 +169,108 @@ async fn follower_down_long_catches_up_by_snapshot_after_restart() {
         ms(caught_up)
     );
     assert_identical(&c, &s, &acks).await;
+}
+
+/// The follower's `/v1/cluster` cursor, if it answers.
+async fn cursor_of(c: &Cluster, id: u64) -> Option<u64> {
+    c.info(id).await.and_then(|i| i["cursor"].as_u64())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_killed_in_the_middle_of_an_install_resumes_and_converges() {
+    let every = SNAPSHOT_EVERY.to_string();
+    let mut c = Cluster::start(3, &["--snapshot-every", &every]).await;
+    let s = setup(&c, "k").await;
+    let mut acks = Vec::new();
+    // Up to three rounds: each takes the follower down for enough writes that its install
+    // pulls several pages, then kills it as soon as its cursor has moved but not arrived.
+    let mut killed_mid_install = false;
+    for round in 0..3 {
+        let (follower_last_log, _, _) = raft_log(&c, s.follower).await;
+        c.kill9(s.follower);
+        acks.extend(write(&c, &s, 5000, &format!("k{round}")).await);
+        write_until_snapshot_needed(&c, &s, follower_last_log, &format!("k{round}"), &mut acks).await;
+        let target = cursor_of(&c, s.leader).await.expect("leader answers");
+        c.spawn(s.follower);
+        let mut start = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(cur) = cursor_of(&c, s.follower).await {
+                let first = *start.get_or_insert(cur);
+                if cur > first && cur < target {
+                    c.kill9(s.follower);
+                    println!("FIGURES killed the follower mid-install at cursor {cur} of {target} (started at {first})");
+                    killed_mid_install = true;
+                    break;
+                }
+                if cur >= target {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if killed_mid_install {
+            break;
+        }
+    }
+    assert!(killed_mid_install, "never caught the follower mid-install");
+
+    // Restarted, it finishes the interrupted install and converges on the same journal.
+    c.spawn(s.follower);
+    c.wait_ready(s.follower).await;
+    let caught_up = c.wait_converged(&c.ids(), Duration::from_secs(60)).await;
+    println!("FIGURES resumed install converged {} ms after ready", ms(caught_up));
+    assert!(
+        c.log_tail(s.follower, 400).contains("resuming an interrupted snapshot install"),
+        "the restarted follower did not resume its install:\n{}",
+        c.log_tail(s.follower, 40)
+    );
+    assert_identical(&c, &s, &acks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_with_a_diverged_journal_fail_stops_and_serves_nothing() {
+    let every = SNAPSHOT_EVERY.to_string();
+    let mut c = Cluster::start(3, &["--snapshot-every", &every]).await;
+    let s = setup(&c, "v").await;
+    let (follower_last_log, _, _) = raft_log(&c, s.follower).await;
+    c.stop(s.follower);
+
+    // Tamper: append an entry the cluster never wrote to the stopped follower's journal. Its
+    // chain is valid on its own, but from that cursor on it is not the cluster's journal.
+    {
+        let db = c.root().join(format!("node-{}", s.follower)).join("db");
+        let store = parley_storage::Store::open_path(&db, 8 << 20).expect("open the follower's store");
+        let mut tx = store.begin();
+        let intruder = parley_storage::CommandKind::Register {
+            user_id: "intruder".into(),
+            display_name: "Not the cluster's".into(),
+            password_hash: "x".into(),
+        };
+        let outcome = tx.execute(&parley_storage::Command { ts: 1, kind: intruder }).unwrap();
+        assert!(outcome.result.is_ok());
+        tx.commit().unwrap();
+        store.db().flush().unwrap();
+    }
+
+    let mut acks = write(&c, &s, 600, "v").await;
+    write_until_snapshot_needed(&c, &s, follower_last_log, "v", &mut acks).await;
+    c.spawn(s.follower);
+
+    // It detects the divergence when it installs the snapshot, and stops with a clear error.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !c.log_tail(s.follower, 200).contains("diverged") {
+        assert!(Instant::now() < deadline, "no divergence reported:\n{}", c.log_tail(s.follower, 40));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(c.log_tail(s.follower, 200).contains("remove its data dir"), "the error says what to do");
+    // It never serves the divergent state: not ready, user reads refused.
+    assert!(!c.ready(s.follower).await, "a diverged node reports ready");
+    let (status, body) =
+        get(&c.http, &format!("{}/v1/conversations", c.url(s.follower)), Some(&s.users[0].token)).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    // The others carry on.
+    let more = write(&c, &s, 40, "v2").await;
+    assert_eq!(more.len(), 40);
 }
