@@ -199,7 +199,9 @@ async fn follower_killed_in_the_middle_of_an_install_resumes_and_converges() {
                 let first = *start.get_or_insert(cur);
                 if cur > first && cur < target {
                     c.kill9(s.follower);
-                    println!("FIGURES killed the follower mid-install at cursor {cur} of {target} (started at {first})");
+                    println!(
+                        "FIGURES killed the follower mid-install at cursor {cur} of {target} (started at {first})"
+                    );
                     killed_mid_install = true;
                     break;
                 }

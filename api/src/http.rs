@@ -204,7 +204,9 @@ impl AppState {
     /// at no consistent point of the journal, so nothing is read from them.
     pub fn serving(&self) -> Result<(), ApiError> {
         if self.raft.is_installing() {
-            return Err(ApiError::unavailable("this node is catching up from a snapshot; try another node or retry shortly"));
+            return Err(ApiError::unavailable(
+                "this node is catching up from a snapshot; try another node or retry shortly",
+            ));
         }
         Ok(())
     }

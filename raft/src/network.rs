@@ -155,7 +155,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 impl JournalSource for Network {
-    fn page<'a>(&'a self, addr: &'a str, req: PageRequest) -> Pin<Box<dyn Future<Output = Result<Page, String>> + Send + 'a>> {
+    fn page<'a>(
+        &'a self,
+        addr: &'a str,
+        req: PageRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<Page, String>> + Send + 'a>> {
         Box::pin(async move {
             let body = wire::encode(&req).map_err(|e| e.to_string())?;
             let url = format!("{}{JOURNAL_PATH}", base_url(addr));
@@ -177,7 +181,13 @@ pub struct Connection {
 }
 
 impl Connection {
-    async fn post<Req, Resp, E>(&self, action: RPCTypes, path: &str, req: &Req, timeout: Duration) -> Result<Resp, RpcError<E>>
+    async fn post<Req, Resp, E>(
+        &self,
+        action: RPCTypes,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError<E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -193,11 +203,21 @@ impl Connection {
         result.map_err(|e| RpcError::RemoteError(RemoteError::new(self.target, e)))
     }
 
-    fn rpc_error<E: std::error::Error>(&self, action: RPCTypes, timeout: Duration, path: &str, t: Transport) -> RpcError<E> {
+    fn rpc_error<E: std::error::Error>(
+        &self,
+        action: RPCTypes,
+        timeout: Duration,
+        path: &str,
+        t: Transport,
+    ) -> RpcError<E> {
         match t {
-            Transport::Timeout => RpcError::Timeout(Timeout { action, id: self.net.node_id, target: self.target, timeout }),
+            Transport::Timeout => {
+                RpcError::Timeout(Timeout { action, id: self.net.node_id, target: self.target, timeout })
+            }
             Transport::Unreachable(e) => RpcError::Unreachable(Unreachable::new(&e)),
-            Transport::Network(e) => RpcError::Network(NetworkError::new(&std::io::Error::other(format!("{path} {e}")))),
+            Transport::Network(e) => {
+                RpcError::Network(NetworkError::new(&std::io::Error::other(format!("{path} {e}"))))
+            }
         }
     }
 }

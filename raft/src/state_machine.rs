@@ -165,8 +165,12 @@ fn from_snapshot_record(raw: &[u8]) -> Result<(SnapshotMeta, Manifest), RecordEr
 impl StateMachine {
     /// Wraps `store`, whose `sled::Db` is `db`. A snapshot record from before snapshots were
     /// journal pointers (a whole-state blob) is replaced by a manifest of the applied state.
-    pub fn open(db: sled::Db, store: Store, listener: Arc<dyn ApplyListener>) -> Result<StateMachine, StorageError> {
-        let open_error = |e: RecordError| sm_error(ErrorVerb::Read, e);
+    pub fn open(
+        db: sled::Db,
+        store: Store,
+        listener: Arc<dyn ApplyListener>,
+    ) -> Result<StateMachine, crate::error::RaftError> {
+        let open_error = |e: RecordError| crate::error::RaftError::from(sm_error(ErrorVerb::Read, e));
         let snapshots = db.open_tree(SNAPSHOT_TREE).map_err(|e| open_error(e.into()))?;
         let shared = Shared {
             db,
@@ -267,7 +271,8 @@ impl Shared {
         let head = self.store.head()?;
         if last_applied.is_some() && self.pending_install()?.is_none() {
             let seq = self.db.generate_id()?;
-            let meta = SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id: format!("migrated-{seq}") };
+            let meta =
+                SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id: format!("migrated-{seq}") };
             let manifest = Manifest { head_cursor: head.cursor, head_hash: head.hash, source: None };
             self.snapshots.insert(KEY_CURRENT, snapshot_record(&meta, &manifest)?)?;
         }
@@ -275,7 +280,10 @@ impl Shared {
             self.snapshots.remove(key)?;
         }
         self.db.flush()?;
-        tracing::info!(head = head.cursor, "replaced a whole-state snapshot from an older parley by a journal manifest");
+        tracing::info!(
+            head = head.cursor,
+            "replaced a whole-state snapshot from an older parley by a journal manifest"
+        );
         Ok(())
     }
 

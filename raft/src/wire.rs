@@ -39,7 +39,9 @@ pub enum WireError {
     Empty,
     #[error("raft wire version mismatch: this node speaks v{ours}, the peer sent v{theirs}; run one parley version across the cluster")]
     Version { ours: u8, theirs: u8 },
-    #[error("raft body is JSON (a parley from before wire v{WIRE_VERSION}); run one parley version across the cluster")]
+    #[error(
+        "raft body is JSON (a parley from before wire v{WIRE_VERSION}); run one parley version across the cluster"
+    )]
     Json,
     #[error("raft body does not decode: {0}")]
     Decode(postcard::Error),
@@ -59,7 +61,11 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WireError> {
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
     let (&version, rest) = body.split_first().ok_or(WireError::Empty)?;
     if version != WIRE_VERSION {
-        return Err(if version == b'{' { WireError::Json } else { WireError::Version { ours: WIRE_VERSION, theirs: version } });
+        return Err(if version == b'{' {
+            WireError::Json
+        } else {
+            WireError::Version { ours: WIRE_VERSION, theirs: version }
+        });
     }
     let (value, tail) = postcard::take_from_bytes(rest).map_err(WireError::Decode)?;
     if !tail.is_empty() {

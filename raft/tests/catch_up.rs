@@ -89,7 +89,11 @@ impl Source {
 }
 
 impl JournalSource for Source {
-    fn page<'a>(&'a self, _addr: &'a str, req: PageRequest) -> Pin<Box<dyn Future<Output = Result<Page, String>> + Send + 'a>> {
+    fn page<'a>(
+        &'a self,
+        _addr: &'a str,
+        req: PageRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<Page, String>> + Send + 'a>> {
         Box::pin(async move {
             let n = self.served.fetch_add(1, Ordering::SeqCst);
             self.froms.lock().unwrap().push(req.from);
@@ -112,7 +116,11 @@ impl JournalSource for Source {
 struct Sources(Vec<(String, Arc<Source>)>);
 
 impl JournalSource for Sources {
-    fn page<'a>(&'a self, addr: &'a str, req: PageRequest) -> Pin<Box<dyn Future<Output = Result<Page, String>> + Send + 'a>> {
+    fn page<'a>(
+        &'a self,
+        addr: &'a str,
+        req: PageRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<Page, String>> + Send + 'a>> {
         match self.0.iter().find(|(a, _)| a == addr) {
             Some((_, s)) => s.page(addr, req),
             None => Box::pin(async { Err("unknown source".to_string()) }),
@@ -228,7 +236,11 @@ struct Hangs {
 }
 
 impl JournalSource for Hangs {
-    fn page<'a>(&'a self, addr: &'a str, req: PageRequest) -> Pin<Box<dyn Future<Output = Result<Page, String>> + Send + 'a>> {
+    fn page<'a>(
+        &'a self,
+        addr: &'a str,
+        req: PageRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<Page, String>> + Send + 'a>> {
         if self.inner.served.load(Ordering::SeqCst) >= self.pages {
             return Box::pin(std::future::pending());
         }
@@ -288,4 +300,31 @@ async fn an_install_interrupted_by_a_crash_resumes_at_start_and_never_serves_hal
     let current = sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta.last_log_id, meta.last_log_id);
     assert_eq!(current.snapshot.head_cursor, manifest.head_cursor);
+}
+
+#[tokio::test]
+async fn a_whole_state_snapshot_from_an_older_parley_is_replaced_by_a_manifest() {
+    let (_d, db, store) = temp_store();
+    run(&store, &history(100));
+    let meta = snapshot_meta(40);
+    let mut tx = store.begin();
+    tx.put_meta(parley_raft::state_machine::META_LAST_APPLIED, framed_json(&meta.last_log_id));
+    tx.put_meta(parley_raft::state_machine::META_MEMBERSHIP, framed_json(&meta.last_membership));
+    tx.commit().unwrap();
+    // What a parley before journal-pointer snapshots left: JSON meta and a whole-state blob.
+    let snapshots = db.open_tree(parley_raft::state_machine::SNAPSHOT_TREE).unwrap();
+    snapshots.insert("meta", parley_raft::frame::seal(&serde_json::to_vec(&meta).unwrap())).unwrap();
+    snapshots.insert("data", parley_raft::frame::seal(&vec![7u8; 100_000])).unwrap();
+
+    let mut sm = StateMachine::open(db.clone(), store.clone(), Arc::new(NoopListener)).unwrap();
+    let current = sm.get_current_snapshot().await.unwrap().expect("a manifest replaces the blob");
+    assert_eq!(current.meta.last_log_id, meta.last_log_id);
+    assert_eq!(current.snapshot.head_cursor, store.head().unwrap().cursor);
+    assert_eq!(current.snapshot.head_hash, store.head().unwrap().hash);
+    assert!(snapshots.get("data").unwrap().is_none() && snapshots.get("meta").unwrap().is_none());
+}
+
+/// A raft meta value as the state machine stores it: framed JSON.
+fn framed_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    parley_raft::frame::seal(&serde_json::to_vec(v).unwrap())
 }

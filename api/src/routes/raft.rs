@@ -54,8 +54,7 @@ async fn handle(s: &AppState, rpc: &str, h: &HeaderMap, b: Result<Bytes, ApiErro
     match out {
         Ok(bytes) => {
             let mut resp = Response::new(bytes.into());
-            resp.headers_mut()
-                .insert("content-type", warp::http::HeaderValue::from_static("application/octet-stream"));
+            resp.headers_mut().insert("content-type", warp::http::HeaderValue::from_static("application/octet-stream"));
             Ok(resp)
         }
         Err(e @ parley_raft::InboundError::BadRequest(_)) => {
