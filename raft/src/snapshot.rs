@@ -125,7 +125,25 @@ pub async fn catch_up(
     }
 }
 
+/// A page that passed the chain check, its records staged in the journal, ready to apply.
+struct Verified {
+    entries: Vec<Checked>,
+}
+
+/// One journal entry that passed the chain check: its stored bytes, as sent, and decoded.
+struct Checked {
+    raw: Vec<u8>,
+    rec: JournalRecord,
+    event: parley_storage::Event,
+}
+
 /// Pulls pages from one source until the target head is reached or the source fails.
+///
+/// Two stages run side by side, one page apart, so both cores work: the first fetches a page,
+/// checks it and stages its records past the head ([`Store::stage_journal`]); the second
+/// applies the previous page to the projections and moves the head, in one atomic commit. A
+/// page is always staged before its commit starts, so a head that survives a crash never
+/// points past the stored journal.
 async fn pull_from(
     store: &Store,
     target: &Manifest,
@@ -134,31 +152,56 @@ async fn pull_from(
     applied: &mut u64,
 ) -> Result<(), Step> {
     let head = store.head()?;
-    let mut expected = (head.cursor, head.hash);
-    // The first page starts at our own head so its first entry proves the journals agree.
-    let mut check_link = head.cursor > 0;
-    while expected.0 < target.head_cursor {
-        let from = if check_link { expected.0 } else { expected.0 + 1 };
-        let limit = (target.head_cursor - from + 1).min(MAX_PAGE_ENTRIES as u64) as u32;
-        let page = net.page(addr, PageRequest { from, limit }).await.map_err(Step::Retry)?;
-        let verified = verify_page(page.entries, &mut expected, &mut check_link, target)?;
-        if verified.is_empty() {
-            return Err(Step::Retry(format!("source has nothing past cursor {}", expected.0)));
-        }
-        let store = store.clone();
-        let n = verified.len() as u64;
-        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-            let mut tx = store.begin();
-            for (rec, event) in &verified {
-                tx.replay(rec, event)?;
+    let (ready, mut pages) = tokio::sync::mpsc::channel::<Verified>(1);
+    let fetch = async move {
+        let mut expected = (head.cursor, head.hash);
+        // The first page starts at our own head so its first entry proves the journals agree.
+        let mut check_link = head.cursor > 0;
+        while expected.0 < target.head_cursor {
+            let from = if check_link { expected.0 } else { expected.0 + 1 };
+            let limit = (target.head_cursor - from + 1).min(MAX_PAGE_ENTRIES as u64) as u32;
+            let page = net.page(addr, PageRequest { from, limit }).await.map_err(Step::Retry)?;
+            let entries = verify_page(page.entries, &mut expected, &mut check_link, target)?;
+            if entries.is_empty() {
+                return Err(Step::Retry(format!("source has nothing past cursor {}", expected.0)));
             }
-            tx.commit().map(|_| ())
-        })
-        .await
-        .map_err(|e| Step::Fatal(CatchUpError::Join(e.to_string())))??;
-        *applied += n;
-    }
-    Ok(())
+            let staging = store.clone();
+            let entries = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+                let mut entries = entries;
+                let raw: Vec<(u64, Vec<u8>)> = entries.iter_mut().map(|c| (c.rec.cursor, std::mem::take(&mut c.raw))).collect();
+                staging.stage_journal(&raw)?;
+                Ok(entries)
+            })
+            .await
+            .map_err(|e| Step::Fatal(CatchUpError::Join(e.to_string())))??;
+            if ready.send(Verified { entries }).await.is_err() {
+                break;
+            }
+        }
+        Ok::<(), Step>(())
+    };
+    // `move`: when apply stops, its receiver goes, and the fetch stage stops too.
+    let apply = async move {
+        while let Some(page) = pages.recv().await {
+            let n = page.entries.len() as u64;
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+                let mut tx = store.begin();
+                for c in &page.entries {
+                    tx.replay_projections(&c.rec, &c.event)?;
+                }
+                tx.commit().map(|_| ())
+            })
+            .await
+            .map_err(|e| Step::Fatal(CatchUpError::Join(e.to_string())))??;
+            *applied += n;
+        }
+        Ok::<(), Step>(())
+    };
+    let (fetched, applied_all) = tokio::join!(fetch, apply);
+    // An apply failure is the more serious one (the store); report it first.
+    applied_all?;
+    fetched
 }
 
 /// Checks a page against the chain from `expected` (cursor, hash), advancing it; returns the
@@ -168,7 +211,7 @@ fn verify_page(
     expected: &mut (u64, Hash),
     check_link: &mut bool,
     target: &Manifest,
-) -> Result<Vec<(JournalRecord, parley_storage::Event)>, Step> {
+) -> Result<Vec<Checked>, Step> {
     let bad = |e: JournalError| Step::Retry(format!("page failed the chain check: {e}"));
     let mut next = *expected;
     let mut out = Vec::with_capacity(entries.len());
@@ -194,7 +237,7 @@ fn verify_page(
             return Err(bad(JournalError::BrokenLink { cursor: rec.cursor, prev: next.0 }));
         }
         next = (rec.cursor, rec.hash);
-        out.push((rec, entry.event));
+        out.push(Checked { raw: e.record, rec, event: entry.event });
     }
     if next.0 == target.head_cursor && next.1 != target.head_hash {
         return Err(Step::Retry(format!("the source's entry {} does not carry the snapshot's head hash", next.0)));
@@ -204,15 +247,17 @@ fn verify_page(
     Ok(out)
 }
 
-/// Serves a page of this node's journal: entries from `req.from`, consecutive, capped in count
-/// and bytes (at least one entry when there is one).
+/// Serves a page of this node's journal: applied entries from `req.from`, consecutive, capped
+/// in count and bytes (at least one entry when there is one). Entries staged past the head by
+/// an install of this node's own are not served.
 pub fn read_page(store: &Store, req: PageRequest) -> Result<Page, StoreError> {
     let limit = req.limit.clamp(1, MAX_PAGE_ENTRIES) as usize;
+    let head = store.applied_cursor();
     let mut entries = Vec::new();
     let mut bytes = 0usize;
     for item in store.journal_raw(req.from.max(1)) {
         let (cursor, raw) = item?;
-        if entries.len() >= limit || (bytes >= MAX_PAGE_BYTES && !entries.is_empty()) {
+        if cursor > head || entries.len() >= limit || (bytes >= MAX_PAGE_BYTES && !entries.is_empty()) {
             break;
         }
         bytes += raw.len();

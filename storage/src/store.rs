@@ -165,6 +165,24 @@ impl Store {
         })
     }
 
+    /// Stores verified journal records *past the head* without applying them (a node catching
+    /// up stages a page while it applies the previous one). Nothing reads past the head, and
+    /// the entries are rewritten with the same bytes if the node stops before applying them;
+    /// they become the journal when [`Tx::replay_projections`] moves the head over them.
+    /// Refuses cursors at or behind the head: the applied journal is never rewritten.
+    pub fn stage_journal(&self, records: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        let head = self.applied_cursor();
+        let mut batch = sled::Batch::default();
+        for (cursor, bytes) in records {
+            if *cursor <= head {
+                return Err(StoreError::Corrupt(format!("journal entry {cursor} staged at or behind the head {head}")));
+            }
+            batch.insert(&keys::u64_key(*cursor), bytes.as_slice());
+        }
+        self.tree(Tree::CursorEntry).apply_batch(batch)?;
+        Ok(())
+    }
+
     /// Flushes everything to disk.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.inner.db.flush_async().await?;
