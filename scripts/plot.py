@@ -286,7 +286,7 @@ def plot_history(runs, out_dir):
            f"{nodes} node{'s' if nodes > 1 else ''}, {r['date']}")
     labels = [fmt(row["stored"]) for row in rows]
     xlabel = "messages stored so far (one point per slice of the fill)"
-    legend_x = W - RIGHT + 66
+    legend_x = W - RIGHT + 60
 
     svg = Svg("History: sends/s and p99 latency as the history grows", sub)
     xpos, ypos = axes(svg, labels, 0, max(row["sends_per_second"] for row in rows), "sends / s (201s)")
@@ -294,7 +294,7 @@ def plot_history(runs, out_dir):
     svg.text(LEFT + (W - LEFT - RIGHT) / 2, H - 18, xlabel, "middle")
     series(svg, [(xpos(i), ypos(row["sends_per_second"])) for i, row in enumerate(rows)], COLORS[0])
     series(svg, [(xpos(i), ypos2(row["p99_ms"])) for i, row in enumerate(rows)], COLORS[1], "6,4")
-    legend(svg, [("sends/s", COLORS[0], None), ("p99 ms (right)", COLORS[1], "6,4")], legend_x)
+    legend(svg, [("sends/s", COLORS[0], None), ("p99 (right)", COLORS[1], "6,4")], legend_x)
     svg.save(Path(out_dir) / "history.svg")
 
     rss = [sum(kb or 0 for kb in row["rss_kb"]) / 1024 for row in rows]
@@ -307,7 +307,7 @@ def plot_history(runs, out_dir):
     if all(v is not None for v in per_msg):
         ypos2 = right_axis(svg, max(max(per_msg), 1), "disk bytes / message, per node")
         series(svg, [(xpos(i), ypos2(v)) for i, v in enumerate(per_msg)], COLORS[3], "6,4")
-        entries.append(("bytes/msg (right)", COLORS[3], "6,4"))
+        entries.append(("B/msg (right)", COLORS[3], "6,4"))
     legend(svg, entries, legend_x)
     svg.save(Path(out_dir) / "history_memory.svg")
 
