@@ -3,13 +3,15 @@
 //!
 //! Senders are spread over the targets (sender `i` uses target `i % T`). Over HTTP each sender
 //! has one request outstanding; over WebSocket (`--mode ws`) each has its own socket with
-//! `--in-flight K` `send` frames outstanding, matched to their `ack` by `req`.
+//! `--in-flight K` `send` frames outstanding, matched to their `ack` by `req`. Only a `201` is
+//! a send: every request carries a fresh `client_msg_id`, so a `200` (already stored) is an
+//! error here (`repeat_200`).
 //!
-//! The check reads each conversation's whole history from the first target (after it has
-//! applied the last acknowledged cursor) and requires: seqs exactly `1..=max_seq`; every
-//! acknowledged `client_msg_id` stored exactly once, at the seq its ack named; nothing stored
-//! twice; and no more unacknowledged messages stored than sends that failed (a failed send may
-//! or may not have been applied).
+//! The check reads each conversation's whole history, page by page, from the first target
+//! (after it has applied the last acknowledged cursor) and requires: seqs exactly
+//! `1..=max_seq`; every acknowledged `client_msg_id` stored exactly once, at the seq its ack
+//! named; nothing stored twice; and no more unacknowledged messages stored than sends that
+//! failed (a failed send may or may not have been applied).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
