@@ -11,7 +11,11 @@ scripts/bench_matrix.sh), keeps the latest run of each configuration, and writes
   topology (1 node, 3 nodes) and mode (HTTP, WebSocket);
 - send_latency.svg: send latency p50 (dashed) and p99 (solid) against concurrent senders;
 - latency_percentiles.svg: p50/p90/p99/max of send (64 senders), delivery at 1,000 msg/s and
-  fan-out (last member) for 1 node and 3 nodes, on a log scale.
+  fan-out (last member) for 1 node and 3 nodes, on a log scale;
+- history.svg: of the latest `parley bench history` run, sends/s and p99 latency of each slice
+  of the fill against the messages stored so far (p99 on the right axis);
+- history_memory.svg: the same run's server RSS and disk bytes per message (right axis; only
+  with `--data-dir`) against the messages stored so far.
 
 Python 3 standard library only: no plotting package, no system library.
 """
@@ -130,8 +134,37 @@ def axes(svg, xlabels, ylo, yhi, ylabel, log=False):
     return xpos, ypos
 
 
-def legend(svg, entries):
-    x = W - RIGHT + 16
+def right_axis(svg, yhi, ylabel):
+    """Draws a second y axis on the right of the plot area; returns its ypos mapping."""
+    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+    ticks = nice_ticks(0, yhi * 1.1)
+    top = ticks[-1]
+
+    def ypos(v):
+        return TOP + ph - v / top * ph
+
+    x = LEFT + pw
+    svg.line(x, TOP, x, TOP + ph)
+    for t in ticks:
+        svg.line(x, ypos(t), x + 4, ypos(t))
+        svg.text(x + 7, ypos(t) + 4, fmt(t))
+    svg.add(f'<text transform="translate({x + 52},{TOP + ph / 2}) rotate(90)" text-anchor="middle">'
+            f'{escape(ylabel)}</text>')
+    return ypos
+
+
+def series(svg, pts, color, dash=None, dots=True):
+    """One line through pts, with a dot on each point."""
+    d = f' stroke-dasharray="{dash}"' if dash else ""
+    svg.add(f'<polyline fill="none" stroke="{color}" stroke-width="2.5"{d} points="'
+            + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
+    if dots:
+        for x, y in pts:
+            svg.add(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{color}"/>')
+
+
+def legend(svg, entries, x=None):
+    x = W - RIGHT + 16 if x is None else x
     for i, (label, color, dash) in enumerate(entries):
         y = TOP + 10 + i * 20
         svg.line(x, y, x + 24, y, color, 2.5, dash)
@@ -161,41 +194,38 @@ def label_of(key):
 
 
 def plot_send(runs, out_dir):
-    series = send_runs(runs)
-    if not series:
+    by_key = send_runs(runs)
+    if not by_key:
         print("no send runs: skipping the send plots")
         return
-    conc = sorted({c for s in series.values() for c in s})
-    date = max(r["date"] for s in series.values() for r in s.values())
-    keys = sorted(series)
+    conc = sorted({c for s in by_key.values() for c in s})
+    date = max(r["date"] for s in by_key.values() for r in s.values())
+    keys = sorted(by_key)
 
     svg = Svg("Durable sends: throughput vs concurrent senders",
               f"messages/s acknowledged, 256-byte bodies, {date}, 2 cores shared by server and client")
-    ymax = max(op(r, "send")["per_second"] for s in series.values() for r in s.values())
+    ymax = max(op(r, "send")["per_second"] for s in by_key.values() for r in s.values())
     xpos, ypos = axes(svg, conc, 0, ymax, "messages / s")
     svg.text(LEFT + (W - LEFT - RIGHT) / 2, H - 18, "concurrent senders (WebSocket: 8 requests in flight each)", "middle")
     entries = []
     for i, k in enumerate(keys):
         color = COLORS[i % len(COLORS)]
-        pts = [(xpos(conc.index(c)), ypos(op(r, "send")["per_second"])) for c, r in sorted(series[k].items())]
-        svg.add(f'<polyline fill="none" stroke="{color}" stroke-width="2.5" points="'
-                + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
-        for x, y in pts:
-            svg.add(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{color}"/>')
+        pts = [(xpos(conc.index(c)), ypos(op(r, "send")["per_second"])) for c, r in sorted(by_key[k].items())]
+        series(svg, pts, color)
         entries.append((label_of(k), color, None))
     legend(svg, entries)
     svg.save(Path(out_dir) / "send_throughput.svg")
 
     svg = Svg("Durable sends: latency vs concurrent senders",
               f"time to acknowledgement, p99 solid, p50 dashed, log scale, measured {date}")
-    lat = [op(r, "send")[q] for s in series.values() for r in s.values() for q in ("p50_ms", "p99_ms")]
+    lat = [op(r, "send")[q] for s in by_key.values() for r in s.values() for q in ("p50_ms", "p99_ms")]
     xpos, ypos = axes(svg, conc, min(lat), max(lat), "milliseconds", log=True)
     svg.text(LEFT + (W - LEFT - RIGHT) / 2, H - 18, "concurrent senders", "middle")
     entries = []
     for i, k in enumerate(keys):
         color = COLORS[i % len(COLORS)]
         for q, dash in (("p99_ms", None), ("p50_ms", "6,4")):
-            pts = [(xpos(conc.index(c)), ypos(op(r, "send")[q])) for c, r in sorted(series[k].items())]
+            pts = [(xpos(conc.index(c)), ypos(op(r, "send")[q])) for c, r in sorted(by_key[k].items())]
             d = f' stroke-dasharray="{dash}"' if dash else ""
             svg.add(f'<polyline fill="none" stroke="{color}" stroke-width="2"{d} points="'
                     + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
@@ -244,6 +274,44 @@ def plot_percentiles(runs, out_dir):
     svg.save(Path(out_dir) / "latency_percentiles.svg")
 
 
+def plot_history(runs, out_dir):
+    r = latest(runs, lambda r: r["scenario"] == "history" and r.get("rows"))
+    if not r:
+        print("no history runs: skipping history.svg and history_memory.svg")
+        return
+    rows = r["rows"]
+    p = r["params"]
+    nodes = p.get("nodes", 1)
+    sub = (f"{p.get('messages', 0):,} messages, {p.get('concurrency')} HTTP senders, {p.get('body_bytes')}-byte bodies, "
+           f"{nodes} node{'s' if nodes > 1 else ''}, {r['date']}")
+    labels = [fmt(row["stored"]) for row in rows]
+    xlabel = "messages stored so far (one point per slice of the fill)"
+    legend_x = W - RIGHT + 60
+
+    svg = Svg("History: sends/s and p99 latency as the history grows", sub)
+    xpos, ypos = axes(svg, labels, 0, max(row["sends_per_second"] for row in rows), "sends / s (201s)")
+    ypos2 = right_axis(svg, max(row["p99_ms"] for row in rows), "p99 ms")
+    svg.text(LEFT + (W - LEFT - RIGHT) / 2, H - 18, xlabel, "middle")
+    series(svg, [(xpos(i), ypos(row["sends_per_second"])) for i, row in enumerate(rows)], COLORS[0])
+    series(svg, [(xpos(i), ypos2(row["p99_ms"])) for i, row in enumerate(rows)], COLORS[1], "6,4")
+    legend(svg, [("sends/s", COLORS[0], None), ("p99 (right)", COLORS[1], "6,4")], legend_x)
+    svg.save(Path(out_dir) / "history.svg")
+
+    rss = [sum(kb or 0 for kb in row["rss_kb"]) / 1024 for row in rows]
+    per_msg = [(row.get("bytes_per_message") or {}).get("total") for row in rows]
+    svg = Svg("History: server memory and disk per message as the history grows", sub)
+    xpos, ypos = axes(svg, labels, 0, max(rss + [1]), "server RSS, MiB (all targets)")
+    svg.text(LEFT + (W - LEFT - RIGHT) / 2, H - 18, xlabel, "middle")
+    series(svg, [(xpos(i), ypos(v)) for i, v in enumerate(rss)], COLORS[2])
+    entries = [("RSS MiB", COLORS[2], None)]
+    if all(v is not None for v in per_msg):
+        ypos2 = right_axis(svg, max(max(per_msg), 1), "disk bytes / message, per node")
+        series(svg, [(xpos(i), ypos2(v)) for i, v in enumerate(per_msg)], COLORS[3], "6,4")
+        entries.append(("B/msg (right)", COLORS[3], "6,4"))
+    legend(svg, entries, legend_x)
+    svg.save(Path(out_dir) / "history_memory.svg")
+
+
 def main():
     results = sys.argv[1] if len(sys.argv) > 1 else "docs/plots/results.jsonl"
     out_dir = sys.argv[2] if len(sys.argv) > 2 else "docs/plots"
@@ -251,6 +319,7 @@ def main():
     runs = load(results)
     plot_send(runs, out_dir)
     plot_percentiles(runs, out_dir)
+    plot_history(runs, out_dir)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ enum Command {
     Import(audit::import::ImportArgs),
     /// Read models as of a past cursor (offline, by replay).
     State(audit::state::StateArgs),
-    /// Load generator: send, deliver, fanout, catchup, connections (see docs/BENCHMARKS.md).
+    /// Load generator: send, deliver, fanout, catchup, history, connections (see docs/BENCHMARKS.md).
     Bench(bench::BenchArgs),
 }
 

@@ -201,6 +201,54 @@ fn every_scenario_against_a_single_node() {
 }
 
 #[test]
+fn history_prints_a_row_per_tenth_of_the_fill_with_disk_per_message() {
+    let root = temp_root("bench-smoke-history");
+    let server = single_node(root.path());
+    let data_dir = root.path().join("single");
+    let json = root.path().join("history.jsonl");
+    let out = bench(&[
+        "history",
+        "--target",
+        &server.url,
+        "--messages",
+        "2000",
+        "--concurrency",
+        "8",
+        "--data-dir",
+        data_dir.to_str().expect("utf-8 path"),
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ]);
+    assert_check(&out, "exactly-once");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("row ")).collect();
+    assert_eq!(rows.len(), 10, "one row per 10 % of the fill:\n{out}");
+    assert!(rows[9].starts_with("row 10/10") && rows[9].split_whitespace().nth(2) == Some("2000"), "{out}");
+    let send = out.lines().find(|l| l.starts_with("send (201)")).expect("a send row");
+    assert_eq!(&send.split_whitespace().collect::<Vec<_>>()[2..4], ["2000", "0"], "2000 sends, no errors: {out}");
+
+    let line = std::fs::read_to_string(&json).expect("json results");
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one json line");
+    assert_eq!(v["scenario"], "history");
+    let rows = v["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 10);
+    let sends: u64 = rows.iter().map(|r| r["sends"].as_u64().expect("sends")).sum();
+    assert_eq!(sends, 2000, "the slices' sends add up to the fill");
+    let mut stored = 0;
+    for r in rows {
+        stored += r["sends"].as_u64().expect("sends");
+        assert_eq!(r["stored"].as_u64(), Some(stored), "stored so far is cumulative: {r}");
+        assert_eq!(r["errors"], serde_json::json!({}), "no errors: {r}");
+        assert_eq!(r["repeats_200"], 0, "{r}");
+        assert!(r["sends_per_second"].as_f64().is_some_and(|s| s > 0.0), "{r}");
+        assert!(r["rss_kb"][0].as_u64().is_some_and(|kb| kb > 0), "RSS of the local server: {r}");
+    }
+    let last = &rows[9];
+    assert!(last["disk_bytes"]["db"].as_u64().is_some_and(|b| b > 0), "{last}");
+    // 256-byte bodies: each message costs at least its body on disk (journal and message record).
+    assert!(last["bytes_per_message"]["total"].as_f64().is_some_and(|b| b > 256.0), "{last}");
+}
+
+#[test]
 fn send_and_deliver_across_a_three_node_cluster() {
     let root = temp_root("bench-smoke-cluster");
     let nodes = cluster(root.path());

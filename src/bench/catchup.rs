@@ -8,8 +8,6 @@
 //! check: cursors strictly ascending, every acknowledged message exactly once.
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -19,8 +17,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::client::{self, befriend_all, direct_id, login_all, register_all, Http, Target, User};
-use super::report::{Counters, ErrorLog, Latency, Op, Progress, Report, Servers};
-use super::send::{Budget, Job, Sent};
+use super::report::{Latency, Op, Progress, Report, Servers};
+use super::send::{Crew, Job, Sent};
 use super::{Common, Mode};
 
 /// Longest the catch-up itself may take.
@@ -168,12 +166,8 @@ pub async fn run(a: CatchupArgs) -> Result<(), String> {
     http.wait_applied(&targets, since).await?;
 
     // The reader is offline: write N messages to it.
-    let counters = Counters::default();
-    let errors = ErrorLog::default();
-    let budget = Budget::new(Some(a.updates));
-    let stop = Arc::new(AtomicBool::new(false));
-    let body = Arc::new(client::body_of(a.body_bytes));
-    let progress = Progress::start("catchup: writing", "acked", &counters, a.common.quiet);
+    let crew = Crew::new(a.body_bytes, a.in_flight, Some(a.updates));
+    let progress = Progress::start("catchup: writing", "acked", &crew.counters, a.common.quiet);
     let write_start = Instant::now();
     let handles: Vec<_> = users[1..]
         .iter()
@@ -185,12 +179,7 @@ pub async fn run(a: CatchupArgs) -> Result<(), String> {
                 conv: i,
                 conv_id: direct_id(&u.user_id, &reader.user_id),
                 cmid_prefix: format!("{prefix}c{i}-"),
-                body: body.clone(),
-                in_flight: a.in_flight,
-                budget: budget.clone(),
-                stop: stop.clone(),
-                counters: counters.clone(),
-                errors: errors.clone(),
+                crew: crew.clone(),
             };
             tokio::spawn(job.run_ws())
         })
@@ -237,7 +226,7 @@ pub async fn run(a: CatchupArgs) -> Result<(), String> {
     report.param("body_bytes", a.body_bytes as u64);
     report.param("nodes", targets.len() as u64);
     report.rss = servers.rss();
-    report.errors = errors.snapshot();
+    report.errors = crew.errors.snapshot();
     report.ops.push(Op {
         name: "write (to ack)".into(),
         count: written.acked.len() as u64,

@@ -66,6 +66,38 @@ pub struct User {
     pub token: String,
 }
 
+/// A message the server answered for: where it is, and whether this request stored it.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored {
+    pub seq: u64,
+    pub cursor: u64,
+    /// `201`: stored by this request; `200`: the server already had this `client_msg_id`.
+    pub created: bool,
+}
+
+impl Stored {
+    /// `(seq, cursor)` of a `201`; a `200` is the [`REPEAT`] error. For callers that sent a
+    /// fresh `client_msg_id`: to them a `200` is not a send.
+    pub fn created(self, cmid: &str) -> Result<(u64, u64), HttpError> {
+        if self.created {
+            Ok((self.seq, self.cursor))
+        } else {
+            Err(repeat_error(cmid))
+        }
+    }
+}
+
+/// The error code a `200` answer to a fresh `client_msg_id` is counted under.
+pub const REPEAT: &str = "repeat_200";
+
+/// A `200` to a send that should have stored a new message.
+pub fn repeat_error(cmid: &str) -> HttpError {
+    HttpError { code: REPEAT.into(), message: format!("{cmid}: answered 200 (already stored), not 201") }
+}
+
+/// Messages per history page (the server's maximum).
+pub const HISTORY_PAGE: usize = 500;
+
 /// An HTTP failure, classified for the error table.
 #[derive(Debug, Clone)]
 pub struct HttpError {
@@ -195,57 +227,49 @@ impl Http {
             .ok_or_else(|| HttpError { code: "bad_reply".into(), message: "group answered no conversation_id".into() })
     }
 
-    /// Sends a message; returns its `(seq, cursor)`.
-    pub async fn send(
-        &self,
-        t: &Target,
-        user: &User,
-        cid: &str,
-        cmid: &str,
-        body: &str,
-    ) -> Result<(u64, u64), HttpError> {
+    /// Sends a message and says whether it was stored anew (`201`) or was an idempotent repeat
+    /// of a `client_msg_id` the server already had (`200`).
+    pub async fn send(&self, t: &Target, user: &User, cid: &str, cmid: &str, body: &str) -> Result<Stored, HttpError> {
         let payload = json!({"client_msg_id": cmid, "body": body});
         let url = format!("{}/v1/conversations/{cid}/messages", t.base);
-        let (_, v) = self.ok(reqwest::Method::POST, url, Some(&user.token), Some(&payload)).await?;
+        let (status, v) = self.ok(reqwest::Method::POST, url, Some(&user.token), Some(&payload)).await?;
         match (v["message"]["seq"].as_u64(), v["cursor"].as_u64()) {
-            (Some(seq), Some(cursor)) => Ok((seq, cursor)),
-            _ => Err(HttpError { code: "bad_reply".into(), message: format!("send answered {v}") }),
+            (Some(seq), Some(cursor)) => Ok(Stored { seq, cursor, created: status == 201 }),
+            _ => Err(HttpError { code: "bad_reply".into(), message: format!("send answered {status} {v}") }),
         }
     }
 
-    /// Every message of a conversation as `(seq, sender, client_msg_id)`, read after this node
-    /// has applied `min_cursor`.
-    pub async fn history(
+    /// One page of a conversation's history after `after_seq`, as `(seq, sender,
+    /// client_msg_id)`, read after this node has applied `min_cursor`; with the conversation's
+    /// `max_seq`. A page shorter than [`HISTORY_PAGE`] is the last.
+    pub async fn history_page(
         &self,
         t: &Target,
         user: &User,
         cid: &str,
+        after_seq: u64,
         min_cursor: u64,
     ) -> Result<(Vec<(u64, String, String)>, u64), HttpError> {
-        let mut out = Vec::new();
-        let mut after = 0u64;
-        let mut max_seq;
-        loop {
-            let url = format!(
-                "{}/v1/conversations/{cid}/messages?after_seq={after}&limit=500&min_cursor={min_cursor}",
-                t.base
-            );
-            let (_, v) = self.ok(reqwest::Method::GET, url, Some(&user.token), None).await?;
-            max_seq = v["max_seq"].as_u64().unwrap_or(0);
-            let page = v["messages"].as_array().cloned().unwrap_or_default();
-            for m in &page {
-                let seq = m["seq"].as_u64().unwrap_or(0);
-                out.push((
-                    seq,
-                    m["sender"].as_str().unwrap_or("").to_owned(),
-                    m["client_msg_id"].as_str().unwrap_or("").to_owned(),
-                ));
-                after = after.max(seq);
-            }
-            if page.len() < 500 {
-                return Ok((out, max_seq));
-            }
-        }
+        let url = format!(
+            "{}/v1/conversations/{cid}/messages?after_seq={after_seq}&limit={HISTORY_PAGE}&min_cursor={min_cursor}",
+            t.base
+        );
+        let (_, v) = self.ok(reqwest::Method::GET, url, Some(&user.token), None).await?;
+        let max_seq = v["max_seq"].as_u64().unwrap_or(0);
+        let page = match &v["messages"] {
+            Value::Array(a) => a
+                .iter()
+                .map(|m| {
+                    (
+                        m["seq"].as_u64().unwrap_or(0),
+                        m["sender"].as_str().unwrap_or("").to_owned(),
+                        m["client_msg_id"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok((page, max_seq))
     }
 
     /// `(cursor, leader_id, node_id)` of a node, from `GET /v1/cluster` (no auth).

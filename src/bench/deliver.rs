@@ -183,7 +183,7 @@ pub async fn run(a: DeliverArgs) -> Result<(), String> {
             (http.clone(), send_target.clone(), convs.clone(), body.clone(), sent.clone(), errors.clone());
         handles.push(tokio::spawn(async move {
             let (user, cid) = &convs[j];
-            let r = http.send(&t, user, cid, &cmid, &body).await;
+            let r = http.send(&t, user, cid, &cmid, &body).await.and_then(|s| s.created(&cmid));
             drop(permit);
             match r {
                 Ok(_) => {

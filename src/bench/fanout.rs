@@ -140,7 +140,8 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
     for j in 0..s {
         let t_send = Instant::now();
         sent_at[j] = Some(t_send);
-        match http.send(&targets[0], &owner, &cid, &format!("{cmid_prefix}{j}"), &body).await {
+        let cmid = format!("{cmid_prefix}{j}");
+        match http.send(&targets[0], &owner, &cid, &cmid, &body).await.and_then(|s| s.created(&cmid)) {
             Ok(_) => ack.record(t_send.elapsed()),
             Err(e) => {
                 send_errors += 1;

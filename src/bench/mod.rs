@@ -14,6 +14,8 @@
 //! - [`deliver`]: an open-loop sender at a fixed rate, send-to-recipient latency over WebSocket;
 //! - [`fanout`]: one large group, time from a send to the last online member's receipt;
 //! - [`catchup`]: one client offline for N updates syncs from its cursor;
+//! - [`history`]: a fill of N messages in slices: how throughput, latency, errors, server RSS
+//!   and disk bytes per message change as the stored history grows;
 //! - [`connections`]: N idle authenticated WebSockets, server RSS per connection;
 //! - [`tokens`]: not a measurement: users, friendships and tokens for an external tool (wrk).
 //!
@@ -25,7 +27,9 @@ mod catchup;
 mod client;
 mod connections;
 mod deliver;
+mod disk;
 mod fanout;
+mod history;
 mod report;
 mod send;
 mod tokens;
@@ -53,6 +57,8 @@ pub enum Scenario {
     Fanout(fanout::FanoutArgs),
     /// A client offline for N updates syncs from its cursor: updates per second.
     Catchup(catchup::CatchupArgs),
+    /// Fill N messages and print a row per slice: sends/s, latency, errors, RSS, disk per message.
+    History(history::HistoryArgs),
     /// Hold N idle authenticated WebSockets: time to connect them, server RSS per connection.
     Connections(connections::ConnectionsArgs),
     /// Register friends in pairs and write `token<TAB>conversation_id` lines (for wrk).
@@ -128,6 +134,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Scenario::Deliver(a) => a.common.threads,
         Scenario::Fanout(a) => a.common.threads,
         Scenario::Catchup(a) => a.common.threads,
+        Scenario::History(a) => a.common.threads,
         Scenario::Connections(a) => a.common.threads,
         Scenario::Tokens(a) => a.common.threads,
     };
@@ -143,6 +150,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             Scenario::Deliver(a) => deliver::run(a).await,
             Scenario::Fanout(a) => fanout::run(a).await,
             Scenario::Catchup(a) => catchup::run(a).await,
+            Scenario::History(a) => history::run(a).await,
             Scenario::Connections(a) => connections::run(a).await,
             Scenario::Tokens(a) => tokens::run(a).await,
         }

@@ -159,6 +159,8 @@ pub struct Report {
     /// Extra figures: name, value, unit.
     pub figures: Vec<(String, f64, String)>,
     pub rss: Vec<ServerRss>,
+    /// Scenario-specific parts of the JSON line (top-level keys), e.g. `history`'s rows.
+    pub extra: Vec<(String, Value)>,
 }
 
 /// A local server's resident memory.
@@ -179,6 +181,7 @@ impl Report {
             checks: Vec::new(),
             figures: Vec::new(),
             rss: Vec::new(),
+            extra: Vec::new(),
         }
     }
 
@@ -188,6 +191,11 @@ impl Report {
 
     pub fn figure(&mut self, name: &str, value: f64, unit: &str) {
         self.figures.push((name.to_owned(), value, unit.to_owned()));
+    }
+
+    /// A top-level key of the JSON line only (not printed).
+    pub fn extra(&mut self, name: &str, v: impl Into<Value>) {
+        self.extra.push((name.to_owned(), v.into()));
     }
 
     pub fn check(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
@@ -284,7 +292,7 @@ impl Report {
             self.figures.iter().map(|(k, v, _)| (k.clone(), json!(v))).collect();
         let errors: serde_json::Map<String, Value> =
             self.errors.iter().map(|(k, (n, _))| (k.clone(), json!(n))).collect();
-        json!({
+        let mut line = json!({
             "scenario": self.scenario,
             "date": today(),
             "unix_time": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
@@ -295,7 +303,11 @@ impl Report {
             "errors": errors,
             "checks": self.checks.iter().map(|c| json!({"name": c.name, "ok": c.ok, "detail": c.detail})).collect::<Vec<_>>(),
             "rss_kb": self.rss.iter().map(|r| json!(r.rss_kb)).collect::<Vec<_>>(),
-        })
+        });
+        for (k, v) in &self.extra {
+            line[k.as_str()] = v.clone();
+        }
+        line
     }
 }
 

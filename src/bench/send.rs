@@ -3,15 +3,17 @@
 //!
 //! Senders are spread over the targets (sender `i` uses target `i % T`). Over HTTP each sender
 //! has one request outstanding; over WebSocket (`--mode ws`) each has its own socket with
-//! `--in-flight K` `send` frames outstanding, matched to their `ack` by `req`.
+//! `--in-flight K` `send` frames outstanding, matched to their `ack` by `req`. Only a `201` is
+//! a send: every request carries a fresh `client_msg_id`, so a `200` (already stored) is an
+//! error here (`repeat_200`).
 //!
-//! The check reads each conversation's whole history from the first target (after it has
-//! applied the last acknowledged cursor) and requires: seqs exactly `1..=max_seq`; every
-//! acknowledged `client_msg_id` stored exactly once, at the seq its ack named; nothing stored
-//! twice; and no more unacknowledged messages stored than sends that failed (a failed send may
-//! or may not have been applied).
+//! The check reads each conversation's whole history, page by page, from the first target
+//! (after it has applied the last acknowledged cursor) and requires: seqs exactly
+//! `1..=max_seq`; every acknowledged `client_msg_id` stored exactly once, at the seq its ack
+//! named; nothing stored twice; and no more unacknowledged messages stored than sends that
+//! failed (a failed send may or may not have been applied).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +23,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::client::{self, befriend_all, direct_id, login_all, register_all, Http, Target, User};
+use super::client::{self, befriend_all, direct_id, login_all, register_all, Http, HttpError, Target, User};
 use super::report::{Counters, ErrorLog, Latency, Op, Progress, Report, Servers};
 use super::{Common, Mode};
 
@@ -95,12 +97,7 @@ pub struct Job {
     pub conv_id: String,
     /// `client_msg_id`s are `<cmid_prefix><n>`: unique per job.
     pub cmid_prefix: String,
-    pub body: Arc<String>,
-    pub in_flight: usize,
-    pub budget: Budget,
-    pub stop: Arc<AtomicBool>,
-    pub counters: Counters,
-    pub errors: ErrorLog,
+    pub crew: Crew,
 }
 
 /// An acknowledged message.
@@ -109,6 +106,15 @@ pub struct Acked {
     pub cmid: String,
     pub seq: u64,
     pub cursor: u64,
+}
+
+/// What one HTTP send came to.
+pub enum Outcome {
+    /// `201`: stored by this request.
+    Created(Acked),
+    /// `200`: the server already had this `client_msg_id` (not a send).
+    Repeat,
+    Failed(HttpError),
 }
 
 #[derive(Default)]
@@ -120,34 +126,61 @@ pub struct Sent {
 
 impl Job {
     fn next(&self, n: &mut u64) -> Option<String> {
-        if self.stop.load(Ordering::Relaxed) || !self.budget.take() {
+        if self.crew.stop.load(Ordering::Relaxed) || !self.crew.budget.take() {
             return None;
         }
         *n += 1;
         Some(format!("{}{}", self.cmid_prefix, n))
     }
 
-    /// One HTTP request at a time.
-    pub async fn run_http(self, http: Http) -> Sent {
-        let mut out = Sent::default();
+    /// One HTTP request at a time; `on` sees each request's number (`1, 2, ...` within this
+    /// job), outcome and latency. A `200` is counted as an error under [`client::REPEAT`]: these
+    /// jobs send fresh `client_msg_id`s only, so a `200` is not a send.
+    pub async fn run_http_each(self, http: Http, mut on: impl FnMut(u64, Outcome, Duration)) {
         let mut n = 0;
         while let Some(cmid) = self.next(&mut n) {
             let t0 = Instant::now();
-            match http.send(&self.target, &self.user, &self.conv_id, &cmid, &self.body).await {
-                Ok((seq, cursor)) => {
-                    out.latency.record(t0.elapsed());
-                    out.acked.push(Acked { conv: self.conv, cmid, seq, cursor });
-                    self.counters.op();
+            let r = http.send(&self.target, &self.user, &self.conv_id, &cmid, &self.crew.body).await;
+            let took = t0.elapsed();
+            let failed = r.is_err();
+            let outcome = match r {
+                Ok(s) => {
+                    let acked = Acked { conv: self.conv, cmid, seq: s.seq, cursor: s.cursor };
+                    if s.created {
+                        self.crew.counters.op();
+                        Outcome::Created(acked)
+                    } else {
+                        self.crew.counters.error();
+                        let e = client::repeat_error(&acked.cmid);
+                        self.crew.errors.add(&e.code, &e.message);
+                        Outcome::Repeat
+                    }
                 }
                 Err(e) => {
-                    out.errors += 1;
-                    self.counters.error();
-                    self.errors.add(&e.code, &e.message);
-                    // Do not spin on a refusing server.
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    self.crew.counters.error();
+                    self.crew.errors.add(&e.code, &e.message);
+                    Outcome::Failed(e)
                 }
+            };
+            on(n, outcome, took);
+            if failed {
+                // Do not spin on a refusing server.
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
+    }
+
+    /// One HTTP request at a time; the acknowledged (`201`) messages and their latency.
+    pub async fn run_http(self, http: Http) -> Sent {
+        let mut out = Sent::default();
+        self.run_http_each(http, |_, outcome, took| match outcome {
+            Outcome::Created(a) => {
+                out.latency.record(took);
+                out.acked.push(a);
+            }
+            Outcome::Repeat | Outcome::Failed(_) => out.errors += 1,
+        })
+        .await;
         out
     }
 
@@ -158,12 +191,12 @@ impl Job {
             Ok(ws) => ws,
             Err(e) => {
                 out.errors += 1;
-                self.counters.error();
-                self.errors.add("ws_connect", &e);
+                self.crew.counters.error();
+                self.crew.errors.add("ws_connect", &e);
                 return out;
             }
         };
-        let k = self.in_flight.max(1);
+        let k = self.crew.in_flight.max(1);
         let mut pending: HashMap<u64, (Instant, String)> = HashMap::with_capacity(k);
         let (mut n, mut req, mut issuing) = (0u64, 0u64, true);
         loop {
@@ -176,7 +209,7 @@ impl Job {
                     };
                     req += 1;
                     let frame = json!({"type": "send", "req": req, "conversation_id": self.conv_id,
-                                       "client_msg_id": cmid, "body": self.body.as_str()});
+                                       "client_msg_id": cmid, "body": self.crew.body.as_str()});
                     pending.insert(req, (Instant::now(), cmid));
                     if ws.feed(Message::text(frame.to_string())).await.is_err() {
                         break;
@@ -214,12 +247,13 @@ impl Job {
                     let seq = frame["message"]["seq"].as_u64().unwrap_or(0);
                     let cursor = frame["cursor"].as_u64().unwrap_or(0);
                     out.acked.push(Acked { conv: self.conv, cmid, seq, cursor });
-                    self.counters.op();
+                    self.crew.counters.op();
                 }
                 _ => {
                     out.errors += 1;
-                    self.counters.error();
-                    self.errors
+                    self.crew.counters.error();
+                    self.crew
+                        .errors
                         .add(frame["code"].as_str().unwrap_or("bad_frame"), frame["message"].as_str().unwrap_or(""));
                 }
             }
@@ -231,8 +265,8 @@ impl Job {
     fn fail_all(&self, out: &mut Sent, pending: &mut HashMap<u64, (Instant, String)>, code: &str, msg: &str) {
         for _ in pending.drain() {
             out.errors += 1;
-            self.counters.error();
-            self.errors.add(code, msg);
+            self.crew.counters.error();
+            self.crew.errors.add(code, msg);
         }
     }
 }
@@ -284,6 +318,63 @@ pub async fn setup_conversations(
     }
 }
 
+/// What every sender of a run shares.
+#[derive(Clone)]
+pub struct Crew {
+    pub body: Arc<String>,
+    /// WebSocket requests in flight per sender.
+    pub in_flight: usize,
+    pub budget: Budget,
+    pub stop: Arc<AtomicBool>,
+    pub counters: Counters,
+    pub errors: ErrorLog,
+}
+
+impl Crew {
+    pub fn new(body_bytes: usize, in_flight: usize, messages: Option<u64>) -> Crew {
+        Crew {
+            body: Arc::new(client::body_of(body_bytes)),
+            in_flight,
+            budget: Budget::new(messages),
+            stop: Arc::new(AtomicBool::new(false)),
+            counters: Counters::default(),
+            errors: ErrorLog::default(),
+        }
+    }
+
+    /// `c` senders over `convs`: sender `i` writes into conversation `i % m` as its member
+    /// `(i / m) % members` (with more senders than conversations, both sides of a pair send),
+    /// through target `i % T`, with `client_msg_id`s `<cmid_prefix><i>-<n>`.
+    pub fn spread(&self, c: usize, targets: &[Target], convs: &Conversations, cmid_prefix: &str) -> Vec<Job> {
+        let m = convs.ids.len().max(1);
+        (0..c)
+            .map(|i| {
+                let conv = i % m;
+                let members = &convs.members[conv];
+                Job {
+                    target: targets[i % targets.len()].clone(),
+                    user: members[(i / m) % members.len()].clone(),
+                    conv,
+                    conv_id: convs.ids[conv].clone(),
+                    cmid_prefix: format!("{cmid_prefix}{i}-"),
+                    crew: self.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Stops the senders (they finish the request in hand) after `seconds`; abort the handle
+    /// when they finish first.
+    pub fn stop_after(&self, seconds: f64) -> tokio::task::JoinHandle<()> {
+        let stop = self.stop.clone();
+        let d = Duration::from_secs_f64(seconds.max(0.1));
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            stop.store(true, Ordering::Relaxed);
+        })
+    }
+}
+
 pub async fn run(a: SendArgs) -> Result<(), String> {
     let targets = a.common.targets()?;
     let prefix = a.common.prefix()?;
@@ -295,42 +386,11 @@ pub async fn run(a: SendArgs) -> Result<(), String> {
     let convs = setup_conversations(&http, &targets, &prefix, a.kind, m, c).await?;
     http.wait_applied(&targets, http.head(&targets).await?).await?;
 
-    let body = Arc::new(client::body_of(a.body_bytes));
-    let budget = Budget::new(a.messages);
-    let stop = Arc::new(AtomicBool::new(false));
-    let counters = Counters::default();
-    let errors = ErrorLog::default();
-    let jobs: Vec<Job> = (0..c)
-        .map(|i| {
-            let conv = i % m;
-            let members = &convs.members[conv];
-            let user = members[(i / m) % members.len()].clone();
-            Job {
-                target: targets[i % targets.len()].clone(),
-                user,
-                conv,
-                conv_id: convs.ids[conv].clone(),
-                cmid_prefix: format!("{prefix}s{i}-"),
-                body: body.clone(),
-                in_flight: a.in_flight,
-                budget: budget.clone(),
-                stop: stop.clone(),
-                counters: counters.clone(),
-                errors: errors.clone(),
-            }
-        })
-        .collect();
-
-    let progress = Progress::start("send", "acked", &counters, a.common.quiet);
+    let crew = Crew::new(a.body_bytes, a.in_flight, a.messages);
+    let jobs = crew.spread(c, &targets, &convs, &format!("{prefix}s"));
+    let progress = Progress::start("send", "acked", &crew.counters, a.common.quiet);
     let started = Instant::now();
-    let timer = {
-        let stop = stop.clone();
-        let d = Duration::from_secs_f64(a.duration.max(0.1));
-        tokio::spawn(async move {
-            tokio::time::sleep(d).await;
-            stop.store(true, Ordering::Relaxed);
-        })
-    };
+    let timer = crew.stop_after(a.duration);
     let handles: Vec<_> = jobs
         .into_iter()
         .map(|j| match a.mode {
@@ -358,7 +418,7 @@ pub async fn run(a: SendArgs) -> Result<(), String> {
     report.param("body_bytes", a.body_bytes as u64);
     report.param("nodes", targets.len() as u64);
     report.rss = servers.rss();
-    report.errors = errors.snapshot();
+    report.errors = crew.errors.snapshot();
     let acked = total.acked.len() as u64;
     report.ops.push(Op {
         name: "send".into(),
@@ -368,71 +428,138 @@ pub async fn run(a: SendArgs) -> Result<(), String> {
         latency: Some(total.latency),
     });
     eprintln!("  checking every conversation's history ...");
-    let (ok, detail) = check_exactly_once(&http, &targets[0], &convs, &total.acked, total.errors).await;
+    let (ok, detail) = match AckMap::new(convs.ids.len(), &total.acked) {
+        Ok(book) => {
+            let every: Vec<usize> = (0..convs.ids.len()).collect();
+            check_exactly_once(&http, &targets[0], &convs, &every, &book, total.errors).await
+        }
+        Err(e) => (false, e),
+    };
     report.check("exactly-once", ok, detail);
     report.finish(a.common.json.as_deref())
 }
 
-/// Reads every conversation back and checks it against the acknowledgements.
+/// What the exactly-once check knows of the acknowledgements (`201`s) of a run.
+pub trait AckBook {
+    /// The seq `cmid` was acknowledged at in conversation `conv`; `None`: never acknowledged.
+    fn acked_seq(&self, conv: usize, cmid: &str) -> Option<u64>;
+    /// How many messages of `conv` were acknowledged.
+    fn acked_in(&self, conv: usize) -> u64;
+    /// The highest cursor any acknowledgement named (the check reads after it).
+    fn max_cursor(&self) -> u64;
+}
+
+/// An [`AckBook`] of every acknowledgement, by conversation and `client_msg_id`.
+pub struct AckMap<'a> {
+    by_conv: Vec<HashMap<&'a str, u64>>,
+    max_cursor: u64,
+}
+
+impl<'a> AckMap<'a> {
+    /// Fails when a `client_msg_id` was acknowledged twice.
+    pub fn new(conversations: usize, acked: &'a [Acked]) -> Result<AckMap<'a>, String> {
+        let mut by_conv: Vec<HashMap<&str, u64>> = vec![HashMap::new(); conversations];
+        for a in acked {
+            let conv = by_conv.get_mut(a.conv).ok_or_else(|| format!("{}: unknown conversation {}", a.cmid, a.conv))?;
+            if conv.insert(a.cmid.as_str(), a.seq).is_some() {
+                return Err(format!("client_msg_id {} acknowledged twice", a.cmid));
+            }
+        }
+        Ok(AckMap { by_conv, max_cursor: acked.iter().map(|a| a.cursor).max().unwrap_or(0) })
+    }
+}
+
+impl AckBook for AckMap<'_> {
+    fn acked_seq(&self, conv: usize, cmid: &str) -> Option<u64> {
+        self.by_conv.get(conv)?.get(cmid).copied()
+    }
+
+    fn acked_in(&self, conv: usize) -> u64 {
+        self.by_conv.get(conv).map_or(0, |m| m.len() as u64)
+    }
+
+    fn max_cursor(&self) -> u64 {
+        self.max_cursor
+    }
+}
+
+/// Reads the conversations `which` back, page by page (memory bounded by the failed sends, not
+/// the history), and checks them against the acknowledgements: seqs exactly `1..=max_seq`;
+/// every acknowledged message stored exactly once, at its acknowledged seq; nothing stored
+/// twice; no more unacknowledged messages stored than sends that failed.
+///
+/// Why no set of every stored message is needed: seqs are checked to be contiguous, so every
+/// stored copy has its own seq; an acknowledged `client_msg_id` matches at one seq only, so a
+/// second copy fails the seq comparison, and "all acknowledged present" is a count. Only the
+/// unacknowledged ones (at most `failed_sends`) are kept to find their duplicates.
 pub async fn check_exactly_once(
     http: &Http,
     target: &Target,
     convs: &Conversations,
-    acked: &[Acked],
+    which: &[usize],
+    book: &impl AckBook,
     failed_sends: u64,
 ) -> (bool, String) {
-    let min_cursor = acked.iter().map(|a| a.cursor).max().unwrap_or(0);
-    let mut by_conv: Vec<HashMap<&str, u64>> = vec![HashMap::new(); convs.ids.len()];
-    for a in acked {
-        if by_conv[a.conv].insert(a.cmid.as_str(), a.seq).is_some() {
-            return (false, format!("client_msg_id {} acknowledged twice", a.cmid));
-        }
-    }
-    let mut stored_unacked = 0u64;
-    let mut stored = 0u64;
-    for (i, cid) in convs.ids.iter().enumerate() {
-        let (history, max_seq) = match http.history(target, &convs.members[i][0], cid, min_cursor).await {
-            Ok(h) => h,
-            Err(e) => return (false, format!("history of {cid}: {e}")),
-        };
-        let mut seen: HashMap<(&str, &str), u64> = HashMap::new();
-        for (k, (seq, sender, cmid)) in history.iter().enumerate() {
-            if *seq != k as u64 + 1 {
-                return (false, format!("{cid}: seq {seq} at position {} (gap or disorder)", k + 1));
-            }
-            if seen.insert((sender.as_str(), cmid.as_str()), *seq).is_some() {
-                return (false, format!("{cid}: ({sender}, {cmid}) stored twice"));
-            }
-            match by_conv[i].get(cmid.as_str()) {
-                Some(acked_seq) if acked_seq != seq => {
-                    return (false, format!("{cid}: {cmid} acknowledged at seq {acked_seq} but stored at {seq}"))
+    let min_cursor = book.max_cursor();
+    let (mut stored, mut stored_unacked, mut acked_total) = (0u64, 0u64, 0u64);
+    for &i in which {
+        let cid = &convs.ids[i];
+        let reader = &convs.members[i][0];
+        let mut unacked: HashSet<(String, String)> = HashSet::new();
+        let (mut count, mut matched) = (0u64, 0u64);
+        let max_seq = loop {
+            let (page, max) = match http.history_page(target, reader, cid, count, min_cursor).await {
+                Ok(p) => p,
+                Err(e) => return (false, format!("history of {cid}: {e}")),
+            };
+            let last_page = page.len() < client::HISTORY_PAGE;
+            for (seq, sender, cmid) in page {
+                count += 1;
+                if seq != count {
+                    return (false, format!("{cid}: seq {seq} at position {count} (gap or disorder)"));
                 }
-                Some(_) => {}
-                None => stored_unacked += 1,
+                match book.acked_seq(i, &cmid) {
+                    Some(acked_seq) if acked_seq != seq => {
+                        return (false, format!("{cid}: {cmid} acknowledged at seq {acked_seq} but stored at {seq}"))
+                    }
+                    Some(_) => matched += 1,
+                    None => {
+                        stored_unacked += 1;
+                        if stored_unacked > failed_sends {
+                            return (
+                                false,
+                                format!(
+                                    "more stored messages were never sent successfully than the {failed_sends} \
+                                     sends that failed ({cid}: {cmid})"
+                                ),
+                            );
+                        }
+                        if !unacked.insert((sender, cmid)) {
+                            return (false, format!("{cid}: a message stored twice at seq {seq}"));
+                        }
+                    }
+                }
             }
+            if last_page {
+                break max;
+            }
+        };
+        if max_seq != count {
+            return (false, format!("{cid}: max_seq {max_seq} but {count} messages"));
         }
-        if max_seq != history.len() as u64 {
-            return (false, format!("{cid}: max_seq {max_seq} but {} messages", history.len()));
+        let acked = book.acked_in(i);
+        if matched != acked {
+            return (false, format!("{cid}: {} of {acked} acknowledged messages are missing", acked - matched));
         }
-        let cmids: std::collections::HashSet<&str> = history.iter().map(|(_, _, c)| c.as_str()).collect();
-        if let Some(missing) = by_conv[i].keys().find(|c| !cmids.contains(**c)) {
-            return (false, format!("{cid}: acknowledged {missing} is missing"));
-        }
-        stored += history.len() as u64;
-    }
-    if stored_unacked > failed_sends {
-        return (
-            false,
-            format!("{stored_unacked} stored messages were never sent successfully ({failed_sends} failed)"),
-        );
+        stored += count;
+        acked_total += acked;
     }
     (
         true,
         format!(
-            "{} acknowledged messages in {} conversations each stored once at its acked seq; seqs 1..max contiguous; \
-             {stored} stored, {stored_unacked} of them from failed sends",
-            acked.len(),
-            convs.ids.len()
+            "{acked_total} acknowledged messages in {} conversations each stored once at its acked seq; seqs 1..max \
+             contiguous; {stored} stored, {stored_unacked} of them from failed sends",
+            which.len()
         ),
     )
 }
