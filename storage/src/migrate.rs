@@ -269,3 +269,279 @@ fn transact<'a>(
         TransactionError::Abort(()) => StoreError::Corrupt("migration transaction aborted".into()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, CommandKind};
+    use crate::journal::JournalRecord;
+    use crate::outcome::{Outcome, Reply};
+    use crate::query::HistoryQuery;
+
+    const USERS: [&str; 3] = ["alice", "bob", "carol"];
+
+    fn temp_db() -> sled::Db {
+        sled::Config::new().temporary(true).open().unwrap()
+    }
+
+    fn run(store: &Store, ts: u64, kind: CommandKind) -> Outcome {
+        let mut tx = store.begin();
+        let out = crate::execute(&mut tx, &Command { ts, kind }).unwrap();
+        assert!(out.result.is_ok(), "{:?}", out.result);
+        tx.commit().unwrap();
+        out
+    }
+
+    fn send(sender: &str, conv: &str, id: &str, reply_to: Option<u64>) -> CommandKind {
+        CommandKind::Send {
+            sender: sender.into(),
+            conversation_id: conv.into(),
+            client_msg_id: id.into(),
+            body: format!("body of {id} ✓"),
+            reply_to,
+            max_body_bytes: 1024,
+        }
+    }
+
+    /// A store of the current format with direct and group messages, replies, revokes (own
+    /// and by a moderator) and read markers.
+    fn live() -> Store {
+        let store = Store::open(temp_db()).unwrap();
+        let mut ts = 1_000;
+        let mut at = |kind| {
+            ts += 10;
+            run(&store, ts, kind)
+        };
+        for u in USERS {
+            at(CommandKind::Register { user_id: u.into(), display_name: u.into(), password_hash: "h".into() });
+        }
+        for peer in ["bob", "carol"] {
+            at(CommandKind::FriendRequest { from: "alice".into(), to: peer.into(), note: String::new() });
+            at(CommandKind::AcceptFriend { user_id: peer.into(), from: "alice".into() });
+        }
+        for i in 0..12u64 {
+            let (sender, conv) = if i % 3 == 0 { ("carol", "d:alice:carol") } else { ("bob", "d:alice:bob") };
+            at(send(sender, conv, &format!("m{i}"), (i > 4).then_some(1)));
+        }
+        at(CommandKind::Revoke { user_id: "bob".into(), conversation_id: "d:alice:bob".into(), seq: 2 });
+        at(CommandKind::Read { user_id: "alice".into(), conversation_id: "d:alice:bob".into(), seq: 5 });
+        at(CommandKind::CreateGroup {
+            owner: "alice".into(),
+            name: "team".into(),
+            members: vec!["bob".into()],
+            max_members: 10,
+        });
+        for i in 0..5 {
+            at(send(if i % 2 == 0 { "bob" } else { "alice" }, "g:1", &format!("g{i}"), None));
+        }
+        at(CommandKind::Revoke { user_id: "alice".into(), conversation_id: "g:1".into(), seq: 1 });
+        at(CommandKind::AddMembers {
+            actor: "alice".into(),
+            group_id: 1,
+            user_ids: vec!["carol".into()],
+            max_members: 10,
+        });
+        at(send("carol", "g:1", "g5", Some(5)));
+        store
+    }
+
+    /// `store`'s state written into a fresh db the way format 1 stored it: whole messages in
+    /// `convseq_message`, the old index tree, no format record. Optionally as an interrupted
+    /// migration left it: the first `messages_done` message records rewritten already (and
+    /// the progress record saying so), the first `index_moved` index entries moved.
+    fn as_format_1(store: &Store, messages_done: usize, index_moved: usize) -> sled::Db {
+        let db = temp_db();
+        let old_index = db.open_tree(legacy::SENDER_CLIENT_MSG_ID_CONV_SEQ).unwrap();
+        for t in Tree::ALL {
+            let tree = db.open_tree(t.name()).unwrap();
+            for (i, kv) in store.tree(t).iter().enumerate() {
+                let (k, v) = kv.unwrap();
+                match t {
+                    Tree::Meta if *k == *META_FORMAT.as_bytes() => {}
+                    Tree::ConvSeqMessage if i >= messages_done => {
+                        let (conv, seq) = split_message_key(&k).unwrap();
+                        let m = store.message(conv, seq).unwrap().unwrap();
+                        let old = legacy::MessageRecord {
+                            conversation_id: m.conversation_id,
+                            seq: m.seq,
+                            sender: m.sender,
+                            body: m.body,
+                            ts: m.ts,
+                            client_msg_id: m.client_msg_id,
+                            reply_to: m.reply_to,
+                            revoked: m.revoked,
+                            cursor: m.cursor,
+                        };
+                        tree.insert(k, codec::encode(&old)).unwrap();
+                    }
+                    Tree::SenderClientMsgIdCursor if i >= index_moved => {
+                        let cursor = keys::trailing_u64(&v).unwrap();
+                        let rec = store.journal_record(cursor).unwrap().unwrap();
+                        let Event::MessageSent { conversation_id, seq, .. } = rec.entry().unwrap().event else {
+                            panic!("the index points at a message");
+                        };
+                        old_index.insert(k, keys::with_u64(&conversation_id, seq)).unwrap();
+                    }
+                    _ => {
+                        tree.insert(k, v).unwrap();
+                    }
+                }
+            }
+        }
+        if messages_done > 0 {
+            let (last, _) = store.tree(Tree::ConvSeqMessage).iter().nth(messages_done - 1).unwrap().unwrap();
+            db.open_tree("meta").unwrap().insert(META_MESSAGES_DONE, last).unwrap();
+        }
+        db
+    }
+
+    /// Everything the API reads, per user and conversation.
+    fn answers(store: &Store) -> Vec<String> {
+        let mut out = Vec::new();
+        for u in USERS {
+            let list = store.conversations(u).unwrap();
+            out.push(format!(
+                "{u} conversations {:?}",
+                list.iter().map(|c| (&c.conversation_id, &c.last_message)).collect::<Vec<_>>()
+            ));
+            for c in &list {
+                let all = HistoryQuery { after_seq: None, before_seq: None, limit: 1000 };
+                out.push(format!(
+                    "{} history {:?}",
+                    c.conversation_id,
+                    store.messages(&c.conversation_id, all, 0).unwrap()
+                ));
+                let newest = HistoryQuery { after_seq: None, before_seq: Some(6), limit: 3 };
+                out.push(format!(
+                    "{} page {:?}",
+                    c.conversation_id,
+                    store.messages(&c.conversation_id, newest, 0).unwrap()
+                ));
+            }
+            let page = store.sync(u, 0, 1000).unwrap();
+            let cursors: Vec<u64> = page.entries.iter().map(|e| e.cursor).collect();
+            let mut revoked = Vec::new();
+            store
+                .visit_entries(&cursors, |v| {
+                    revoked.push(v.revoked);
+                    Ok(())
+                })
+                .unwrap();
+            out.push(format!("{u} sync {:?} {revoked:?} {} {}", page.entries, page.cursor, page.more));
+        }
+        out
+    }
+
+    /// The projection digest of a fresh replay of `store`'s journal.
+    fn replayed_digest(store: &Store) -> crate::journal::Hash {
+        let fresh = Store::open(temp_db()).unwrap();
+        let mut tx = fresh.begin();
+        for item in store.journal_raw(1) {
+            let (cursor, bytes) = item.unwrap();
+            let rec = JournalRecord::decode(cursor, &bytes).unwrap();
+            tx.replay(&rec, &rec.verify().unwrap().event).unwrap();
+        }
+        tx.commit().unwrap();
+        fresh.projection_digest().unwrap()
+    }
+
+    #[test]
+    fn a_format_1_store_is_migrated_in_place_and_answers_as_before() {
+        let live = live();
+        let want = answers(&live);
+        let digest = live.projection_digest().unwrap();
+        assert_eq!(replayed_digest(&live), digest);
+        let messages = live.tree(Tree::ConvSeqMessage).len();
+        let index = live.tree(Tree::SenderClientMsgIdCursor).len();
+        assert_eq!((messages, index), (18, 18));
+
+        // From scratch, and resumed after an interruption in either step.
+        for (messages_done, index_moved) in [(0, 0), (7, 0), (messages, 5)] {
+            let db = as_format_1(&live, messages_done, index_moved);
+            let lens: Vec<usize> =
+                db.open_tree("convseq_message").unwrap().iter().map(|kv| kv.unwrap().1.len()).collect();
+            assert!(lens[messages_done..].iter().all(|&n| n > MessageRecord::LEN), "format 1's records: {lens:?}");
+            assert!(lens[..messages_done].iter().all(|&n| n == MessageRecord::LEN), "rewritten ones: {lens:?}");
+
+            let store = Store::open(db).unwrap();
+            let case = format!("resumed at {messages_done} messages, {index_moved} index entries");
+            assert_eq!(store.meta(META_FORMAT).unwrap(), Some(FORMAT_VERSION.to_be_bytes().to_vec()), "{case}");
+            assert_eq!(store.meta(META_MESSAGES_DONE).unwrap(), None, "{case}");
+            assert!(!has_tree(store.db(), legacy::SENDER_CLIENT_MSG_ID_CONV_SEQ).unwrap(), "{case}");
+            assert_eq!(store.head().unwrap(), live.head().unwrap(), "{case}");
+            store.verify_journal().unwrap();
+            assert_eq!(answers(&store), want, "{case}");
+            assert_eq!(store.projection_digest().unwrap(), digest, "{case}");
+            assert_eq!(replayed_digest(&store), digest, "{case}");
+
+            // The index answers resends with the original message.
+            let resend = run(&store, 99_999, send("bob", "d:alice:bob", "m4", None));
+            let Ok(Reply::Message { message, created: false }) = resend.result else { panic!("{resend:?}") };
+            assert_eq!(Some(message), live.message("d:alice:bob", 3).unwrap(), "{case}");
+
+            // Opening again finds the current format: nothing to do.
+            let db = store.db().clone();
+            drop(store);
+            assert_eq!(Store::open(db).unwrap().projection_digest().unwrap(), digest, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_legacy_record_that_disagrees_with_the_journal_stops_the_open() {
+        let live = live();
+        let db = as_format_1(&live, 0, 0);
+        let messages = db.open_tree("convseq_message").unwrap();
+        let (k, v) = messages.iter().nth(2).unwrap().unwrap();
+        let mut old: legacy::MessageRecord = codec::decode(&v).unwrap();
+        old.body.push('!');
+        messages.insert(k, codec::encode(&old)).unwrap();
+        let err = Store::open(db.clone()).err().expect("refused");
+        assert!(matches!(err, StoreError::Format(FormatError::Migration(_))), "{err}");
+        // Nothing was marked done: the next open tries again (and fails again).
+        assert_eq!(db.open_tree("meta").unwrap().get(META_FORMAT).unwrap(), None);
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_and_left_alone() {
+        let db = temp_db();
+        let store = Store::open(db.clone()).unwrap();
+        run(
+            &store,
+            1,
+            CommandKind::Register { user_id: "alice".into(), display_name: "a".into(), password_hash: "h".into() },
+        );
+        drop(store);
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert(META_FORMAT, &3u64.to_be_bytes()).unwrap();
+        let before: Vec<_> = db.open_tree("userid_user").unwrap().iter().collect::<Result<_, _>>().unwrap();
+        let err = Store::open(db.clone()).err().expect("refused");
+        assert!(matches!(err, StoreError::Format(FormatError::TooNew { found: 3 })), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("newer parley (format 3)") && text.contains("upgrade parley"), "{text}");
+        assert!(text.contains("export with that version and import"), "{text}");
+        assert_eq!(meta.get(META_FORMAT).unwrap().as_deref(), Some(&3u64.to_be_bytes()[..]));
+        let after: Vec<_> = db.open_tree("userid_user").unwrap().iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(before, after);
+        // A record that is not a version at all is refused too.
+        meta.insert(META_FORMAT, b"2").unwrap();
+        assert!(matches!(Store::open(db).err(), Some(StoreError::Format(FormatError::BadRecord { len: 1 }))));
+    }
+
+    #[test]
+    fn a_new_store_gets_the_current_format() {
+        let store = Store::open(temp_db()).unwrap();
+        assert_eq!(store.meta(META_FORMAT).unwrap(), Some(FORMAT_VERSION.to_be_bytes().to_vec()));
+        assert!(!has_tree(store.db(), legacy::SENDER_CLIENT_MSG_ID_CONV_SEQ).unwrap());
+    }
+
+    #[test]
+    fn a_snapshot_of_another_format_is_not_installed() {
+        let live = live();
+        let other = Store::open(temp_db()).unwrap();
+        other.install_snapshot(&live.export_snapshot().unwrap()).unwrap();
+        assert_eq!(other.projection_digest().unwrap(), live.projection_digest().unwrap());
+        live.tree(Tree::Meta).remove(META_FORMAT).unwrap();
+        let err = other.install_snapshot(&live.export_snapshot().unwrap()).err().expect("refused");
+        assert!(matches!(err, StoreError::Format(FormatError::Snapshot { found: None })), "{err}");
+    }
+}
