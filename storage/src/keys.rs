@@ -180,6 +180,36 @@ mod tests {
         assert!(u64_key(9) < u64_key(10));
     }
 
+    /// Tree names are part of the storage format: renaming one is a new format
+    /// ([`crate::migrate`]).
+    #[test]
+    fn tree_names_are_pinned() {
+        let names = Tree::ALL.map(Tree::name);
+        assert_eq!(
+            names,
+            [
+                "meta",
+                "cursor_entry",
+                "userid_user",
+                "sessionid_session",
+                "useridsessionid_",
+                "fromto_friendrequest",
+                "tofrom_",
+                "useridpeer_since",
+                "useridtarget_block",
+                "conv_meta",
+                "convseq_message",
+                "senderclientmsgid_cursor",
+                "convuserid_member",
+                "useridconv_",
+                "useridconvfrom_until",
+                "convcursor_",
+                "useridcursor_",
+                "groupid_group",
+            ]
+        );
+    }
+
     #[test]
     fn tree_names_are_unique() {
         let mut names: Vec<_> = Tree::ALL.iter().map(|t| t.name()).collect();

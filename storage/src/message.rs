@@ -55,7 +55,7 @@ impl Message {
 }
 
 /// Joins message `seq` of `conversation_id`'s `record` with its journal entry's stored bytes.
-pub(crate) fn join(
+fn join(
     conversation_id: &str,
     seq: u64,
     record: MessageRecord,
@@ -83,9 +83,21 @@ fn entry<R: ReadTrees>(src: &R, cursor: u64) -> Result<R::Bytes, StoreError> {
 /// Message `seq` of `conversation_id`, if there is one.
 pub(crate) fn load(src: &impl ReadTrees, conversation_id: &str, seq: u64) -> Result<Option<Message>, StoreError> {
     let Some(b) = src.read(Tree::ConvSeqMessage, &keys::with_u64(conversation_id, seq))? else { return Ok(None) };
-    let record = MessageRecord::decode(b.as_ref())?;
+    read(src, conversation_id, seq, b.as_ref(), &mut EntryScratch::default()).map(Some)
+}
+
+/// Message `seq` of `conversation_id` from its stored `record`, joined with its journal entry
+/// read from `src`.
+pub(crate) fn read(
+    src: &impl ReadTrees,
+    conversation_id: &str,
+    seq: u64,
+    record: &[u8],
+    scratch: &mut EntryScratch,
+) -> Result<Message, StoreError> {
+    let record = MessageRecord::decode(record)?;
     let entry = entry(src, record.cursor)?;
-    join(conversation_id, seq, record, entry.as_ref(), &mut EntryScratch::default()).map(Some)
+    join(conversation_id, seq, record, entry.as_ref(), scratch)
 }
 
 /// The message whose `message` entry is at `cursor` (what the idempotency index points at).

@@ -107,9 +107,8 @@ pub(crate) fn upgrade(store: &Store) -> Result<(), StoreError> {
     let meta = store.tree(Tree::Meta);
     match parse_version(meta.get(META_FORMAT)?.as_deref())? {
         Some(FORMAT_VERSION) => Ok(()),
-        // Only format 1 is older, and it has no record.
-        Some(found) => Err(FormatError::Unknown { found }.into()),
-        None => migrate_1_to_2(store),
+        // Format 1 has no record (and 1 is the only older format).
+        _ => migrate_1_to_2(store),
     }
 }
 
@@ -133,7 +132,7 @@ fn migrate_1_to_2(store: &Store) -> Result<(), StoreError> {
             to = FORMAT_VERSION,
             messages,
             index_entries = index,
-            journal_entries = store.tree(Tree::CursorEntry).len(),
+            journal_head = store.head()?.cursor,
             millis = started.elapsed().as_millis() as u64,
             "storage format migrated in place: message bodies now live only in the journal"
         );
@@ -541,7 +540,7 @@ mod tests {
         other.install_snapshot(&live.export_snapshot().unwrap()).unwrap();
         assert_eq!(other.projection_digest().unwrap(), live.projection_digest().unwrap());
         live.tree(Tree::Meta).remove(META_FORMAT).unwrap();
-        let err = other.install_snapshot(&live.export_snapshot().unwrap()).err().expect("refused");
+        let err = other.install_snapshot(&live.export_snapshot().unwrap()).expect_err("refused");
         assert!(matches!(err, StoreError::Format(FormatError::Snapshot { found: None })), "{err}");
     }
 }

@@ -193,17 +193,15 @@ impl Store {
                 records.push(kv?);
             }
         }
-        let journal = self.tree(Tree::CursorEntry);
         let mut scratch = EntryScratch::default();
-        let mut out = Vec::with_capacity(records.len());
-        for (k, v) in records {
-            let seq = keys::trailing_u64(&k).ok_or_else(|| StoreError::Corrupt("bad convseq_message key".into()))?;
-            let record = MessageRecord::decode(&v)?;
-            let cursor = record.cursor;
-            let entry = journal.get(keys::u64_key(cursor))?.ok_or(JournalError::Missing { cursor })?;
-            out.push(message::join(conversation_id, seq, record, &entry, &mut scratch)?);
-        }
-        Ok(out)
+        records
+            .into_iter()
+            .map(|(k, v)| {
+                let seq =
+                    keys::trailing_u64(&k).ok_or_else(|| StoreError::Corrupt("bad convseq_message key".into()))?;
+                message::read(self, conversation_id, seq, &v, &mut scratch)
+            })
+            .collect()
     }
 
     /// A user's active conversations, newest activity first.

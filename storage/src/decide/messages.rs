@@ -15,6 +15,7 @@ use crate::rejection::Rejection;
 use crate::store::StoreError;
 use crate::tx::Tx;
 
+// The arguments are `CommandKind::Send`'s fields and the command's ts.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn send(
     tx: &Tx,
