@@ -1,5 +1,5 @@
 //! The journal head: the last cursor, its hash and its ts, stored as one fixed-size record in
-//! the `meta` tree under [`META_HEAD`].
+//! the `meta` tree under `head`.
 //!
 //! The head moves in the same transaction as the journal entries and projections it covers, so
 //! it is the applied cursor: everything up to it is in the projections.

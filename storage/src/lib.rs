@@ -20,11 +20,11 @@
 //! - [`store`]: the sled store and its committed reads.
 //! - [`migrate`]: the storage format version and in-place migrations at open.
 //! - [`tx`]: the write transaction, an overlay the domain writes through.
-//! - [`decide`], [`apply`], [`engine`]: the domain (`engine`: execute, journal append, replay).
-//! - [`digest`]: the projection digest, one algorithm for the store and for in-memory replay.
+//! - [`decide`], [`apply`], `engine`: the domain (`engine`: execute, journal append, replay).
+//! - `digest`: the projection digest, one algorithm for the store and for in-memory replay.
 //! - [`query`]: read models (lists, history, sync).
 //! - [`replay`]: offline replay of verified journal entries in large batches.
-//! - [`snapshot`]: whole-state snapshot blobs (being replaced by journal-pointer snapshots).
+//! - `snapshot`: whole-state snapshot blobs (being replaced by journal-pointer snapshots).
 pub mod apply;
 pub mod codec;
 pub mod command;

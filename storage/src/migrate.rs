@@ -2,7 +2,7 @@
 //!
 //! The `meta` tree holds [`META_FORMAT`] = the format as a u64 BE. The formats:
 //! - **1** (no `format` record: parley before issue 10): `convseq_message` holds whole
-//!   messages ([`legacy::MessageRecord`], bodies included) and the idempotency index is
+//!   messages (`legacy::MessageRecord`, bodies included) and the idempotency index is
 //!   `senderclientmsgid_convseq` (sender 0 client_msg_id → conversation_id 0 seq u64).
 //! - **2**: a message's body is stored once on the state side, in its journal entry:
 //!   `convseq_message` holds a [`MessageRecord`] (the entry's cursor and the revoked flag) and
@@ -10,12 +10,12 @@
 //!
 //! The journal is the same in every format (never rewritten: its hashes and head stay).
 //!
-//! [`upgrade`] runs at every [`Store::open`]: the current format opens as is; a store without
+//! `upgrade` runs at every [`Store::open`]: the current format opens as is; a store without
 //! a `format` record is format 1 and is migrated in place (a new, empty store too: nothing to
 //! move, it just gets the record); a newer format is refused with [`FormatError::TooNew`],
 //! never guessed at.
 //!
-//! Migration 1 → 2 is streamed: [`BATCH`] records per sled transaction, so its memory does not
+//! Migration 1 → 2 is streamed: `BATCH` records per sled transaction, so its memory does not
 //! depend on the history's size. Each transaction also records how far it got (messages: the
 //! last key rewritten, in meta; the index: records move from the old tree to the new one in
 //! the same transaction), so an interrupted migration resumes where it stopped. Every legacy

@@ -2,7 +2,7 @@
 //! current storage format ([`crate::migrate`]), and its committed reads.
 //!
 //! Writes go through a [`Tx`] ([`Store::begin`]); reads here see only what is committed.
-//! Queries (lists, history, sync) are in [`crate::query`], snapshots in [`crate::snapshot`].
+//! Queries (lists, history, sync) are in [`crate::query`], snapshots in `snapshot.rs`.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,7 +150,7 @@ impl Store {
         Ok(())
     }
 
-    /// The projection digest ([`crate::digest`]) of the committed state: equal on every node
+    /// The projection digest (`digest.rs`) of the committed state: equal on every node
     /// and in every replay at the same cursor.
     pub fn projection_digest(&self) -> Result<Hash, StoreError> {
         let records = Tree::ALL

@@ -7,7 +7,7 @@
 //! serially.
 //!
 //! This module knows nothing of commands or events: what is written is the domain's business
-//! ([`crate::engine`] appends and applies through the methods here, and defines
+//! (`engine.rs` appends and applies through the methods here, and defines
 //! [`Tx::replay`]).
 
 use std::collections::BTreeMap;

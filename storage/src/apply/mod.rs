@@ -6,12 +6,12 @@
 //! ([`Tx::replay_projections`]) applies the same way.
 //!
 //! # Layout
-//! [`apply`] dispatches each event to its aggregate's module; the feed, membership and counter
+//! `apply` dispatches each event to its aggregate's module; the feed, membership and counter
 //! helpers they share are here.
-//! - [`users`]: registrations and sessions.
-//! - [`friends`]: friend requests, friendships and blocks.
-//! - [`messages`]: messages, revokes and read markers.
-//! - [`groups`]: groups and their members.
+//! - `users`: registrations and sessions.
+//! - `friends`: friend requests, friendships and blocks.
+//! - `messages`: messages, revokes and read markers.
+//! - `groups`: groups and their members.
 
 mod friends;
 mod groups;

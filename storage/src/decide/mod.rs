@@ -8,10 +8,10 @@
 //! # Layout
 //! [`decide`] dispatches each command to its aggregate's module; the checks they share
 //! (users exist, friendship, blocks, membership) are here.
-//! - [`users`]: registration and sessions.
-//! - [`friends`]: friend requests, friendships and blocks.
-//! - [`messages`]: sends, read markers and revokes.
-//! - [`groups`]: groups and their members.
+//! - `users`: registration and sessions.
+//! - `friends`: friend requests, friendships and blocks.
+//! - `messages`: sends, read markers and revokes.
+//! - `groups`: groups and their members.
 
 mod friends;
 mod groups;
