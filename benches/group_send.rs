@@ -28,7 +28,7 @@ impl World {
         let mut out = Vec::new();
         for kind in kinds {
             self.now += 1;
-            let o = tx.execute(&Command { ts: self.now, kind }).expect("no storage error");
+            let o = parley_storage::execute(&mut tx, &Command { ts: self.now, kind }).expect("no storage error");
             out.push(o.result.expect("setup command accepted"));
         }
         tx.commit().expect("commit");
@@ -85,7 +85,7 @@ fn send(w: &mut World, n: &mut u64, sender: &str, conversation_id: &str) {
         max_body_bytes: 16_384,
     };
     let mut tx = w.store.begin();
-    let out = tx.execute(&Command { ts: w.now, kind }).expect("no storage error");
+    let out = parley_storage::execute(&mut tx, &Command { ts: w.now, kind }).expect("no storage error");
     assert!(matches!(out.result, Ok(Reply::Message { created: true, .. })), "{out:?}");
     tx.commit().expect("commit");
 }

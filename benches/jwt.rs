@@ -25,7 +25,7 @@ fn bench(c: &mut Criterion) {
             expires_at: now + TOKEN_TTL_MS,
         },
     ] {
-        tx.execute(&Command { ts: now, kind }).expect("execute").result.expect("accepted");
+        parley_storage::execute(&mut tx, &Command { ts: now, kind }).expect("execute").result.expect("accepted");
     }
     tx.commit().expect("commit");
     let auth = Auth::new(b"a 32-byte secret for the jwt bench", None).expect("auth");

@@ -12,7 +12,7 @@ fn setup() -> (tempfile::TempDir, Store) {
     let store = Store::open_path(dir.path(), 64 << 20).expect("open store");
     let mut tx = store.begin();
     let mut run = |kind| {
-        tx.execute(&Command { ts: 1, kind }).expect("execute").result.expect("accepted");
+        parley_storage::execute(&mut tx, &Command { ts: 1, kind }).expect("execute").result.expect("accepted");
     };
     for u in ["alice", "bob"] {
         run(CommandKind::Register { user_id: u.into(), display_name: u.into(), password_hash: "x".into() });
@@ -46,7 +46,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             let mut tx = store.begin();
-            tx.execute(&send(n)).expect("execute").result.expect("accepted");
+            parley_storage::execute(&mut tx, &send(n)).expect("execute").result.expect("accepted");
             tx.commit().expect("commit");
         })
     });
@@ -62,7 +62,7 @@ fn bench(c: &mut Criterion) {
             |cmds| {
                 let mut tx = store.begin();
                 for cmd in &cmds {
-                    tx.execute(cmd).expect("execute").result.expect("accepted");
+                    parley_storage::execute(&mut tx, cmd).expect("execute").result.expect("accepted");
                 }
                 tx.commit().expect("commit");
             },

@@ -46,7 +46,10 @@ fn build(n: u64) -> (tempfile::TempDir, Store) {
         let mut tx = store.begin();
         for kind in chunk {
             ts += 1;
-            tx.execute(&Command { ts, kind: kind.clone() }).expect("execute").result.expect("accepted");
+            parley_storage::execute(&mut tx, &Command { ts, kind: kind.clone() })
+                .expect("execute")
+                .result
+                .expect("accepted");
         }
         tx.commit().expect("commit");
     }

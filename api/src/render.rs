@@ -4,11 +4,11 @@
 use parley_storage::command::ArchivedRole;
 use parley_storage::event::{ArchivedEvent, ArchivedRemoveReason};
 use parley_storage::ids::ConversationId;
-use parley_storage::records::{GroupRecord, MessageRecord};
-use parley_storage::{ConversationSummary, Entry, EntryView, Event, RemoveReason, Role, Store, StoreError};
+use parley_storage::records::GroupRecord;
+use parley_storage::{ConversationSummary, Entry, EntryView, Event, Message, RemoveReason, Role, Store, StoreError};
 use serde_json::{json, Value};
 
-pub fn message(m: &MessageRecord) -> Value {
+pub fn message(m: &Message) -> Value {
     json!({
         "conversation_id": m.conversation_id,
         "seq": m.seq,
@@ -663,7 +663,7 @@ mod tests {
         cmds.push(CommandKind::Read { user_id: "bob".into(), conversation_id: "d:alice:bob".into(), seq: 4 });
         let mut tx = store.begin();
         for (i, kind) in cmds.into_iter().enumerate() {
-            let out = tx.execute(&Command { ts: 1_000 + i as u64, kind }).unwrap();
+            let out = parley_storage::execute(&mut tx, &Command { ts: 1_000 + i as u64, kind }).unwrap();
             assert!(out.result.is_ok(), "{out:?}");
         }
         tx.commit().unwrap();

@@ -408,8 +408,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     for cmd in &batch.commands {
                         // A storage error here is fatal: the whole batch is abandoned
                         // uncommitted and openraft stops the node; nothing is skipped.
-                        let outcome = tx
-                            .execute(cmd)
+                        let outcome = parley_storage::execute(&mut tx, cmd)
                             .map_err(|e| -> StorageError { StorageIOError::apply(entry.log_id, &e).into() })?;
                         cursor = cursor.max(outcome.cursor);
                         outcomes.push(outcome);

@@ -67,7 +67,7 @@ impl Driver {
         let name = kind.name();
         let mut tx = self.store.begin();
         let before = tx.head()?.cursor;
-        let out = tx.execute(&Command { ts: self.ts, kind })?;
+        let out = parley_storage::execute(&mut tx, &Command { ts: self.ts, kind })?;
         if let Err(r) = &out.result {
             return Err(AuditError::Other(format!("fixture command {name} was refused: {r:?}")));
         }
@@ -450,7 +450,7 @@ pub fn generate_load(store: &Store, entries: u64, users: u64, seed: u64, batch: 
                 k => k,
             };
             ts += 1 + load.rng.below(40);
-            let out = tx.execute(&Command { ts, kind })?;
+            let out = parley_storage::execute(&mut tx, &Command { ts, kind })?;
             let now = out.cursor.max(head);
             progress.inc(now - head);
             head = now;

@@ -119,6 +119,12 @@ impl Scratch {
     pub fn replayer(&self, args: &ScratchArgs) -> Replayer {
         Replayer::in_memory(&self.store, args.spill_writes, args.batch)
     }
+
+    /// A replayer into this store for `parley state`: in memory as long as it fits, keeping
+    /// the journal entries that messages read their bodies from.
+    pub fn query_replayer(&self, args: &ScratchArgs) -> Replayer {
+        Replayer::for_queries(&self.store, args.spill_writes, args.batch)
+    }
 }
 
 /// What a replay reached.

@@ -89,7 +89,7 @@ fn run_inner(args: StateArgs) -> Result<(), AuditError> {
     let source = open_data_dir(&args.dir.data_dir, args.dir.cache_mb)?;
     let scratch = Scratch::new(&args.scratch)?;
     let until = Until::from_flags(args.at, args.at_ts);
-    let mut replayer = scratch.replayer(&args.scratch);
+    let mut replayer = scratch.query_replayer(&args.scratch);
     let r = replay_store(&source, until, &mut replayer)?;
     replayer.finish_for_queries()?;
     if let Until::Cursor(c) = until {

@@ -2,7 +2,7 @@
 //!
 //! Events are what happened, after validation; projections change only by applying them
 //! ([`crate::apply`]), live and in replay alike. The enum is the journal's stored format
-//! (rkyv); its JSON rendering for sync and export lives in [`crate::render`].
+//! (rkyv); its JSON rendering for sync and export lives in the api crate (`api/src/render.rs`).
 
 use rkyv::{Archive, Deserialize, Serialize};
 

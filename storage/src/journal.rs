@@ -12,7 +12,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::codec::{self, CodecError};
-use crate::event::Event;
+use crate::event::{ArchivedEvent, Event};
 
 pub type Hash = [u8; 32];
 pub const ZERO_HASH: Hash = [0u8; 32];
@@ -109,6 +109,33 @@ impl JournalRecord {
         let event: Event = codec::decode(&self.event)
             .map_err(|CodecError(reason)| JournalError::Corrupt { cursor: self.cursor, reason })?;
         Ok(Entry { cursor: self.cursor, ts: self.ts, prev_hash: self.prev_hash, hash: self.hash, event })
+    }
+}
+
+/// Reusable buffers for reading stored journal records in place, with the checks of
+/// [`JournalRecord::decode`] and [`JournalRecord::entry`] (validated, stored cursor matches)
+/// but without deserialising anything.
+#[derive(Default)]
+pub struct EntryScratch {
+    rec: codec::Scratch,
+    event: codec::Scratch,
+}
+
+impl EntryScratch {
+    /// The record stored at `cursor` and its event, valid until the next use.
+    pub fn access(
+        &mut self,
+        cursor: u64,
+        bytes: &[u8],
+    ) -> Result<(&ArchivedJournalRecord, &ArchivedEvent), JournalError> {
+        let corrupt = |CodecError(reason)| JournalError::Corrupt { cursor, reason };
+        let rec = self.rec.access::<ArchivedJournalRecord>(bytes).map_err(corrupt)?;
+        let stored = rec.cursor.to_native();
+        if stored != cursor {
+            return Err(JournalError::CursorMismatch { cursor, stored });
+        }
+        let event = self.event.access::<ArchivedEvent>(rec.event.as_slice()).map_err(corrupt)?;
+        Ok((rec, event))
     }
 }
 

@@ -5,8 +5,8 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `meta` | name (utf-8) | raw bytes (head cursor, head hash, counters, raft metadata) |
-//! | `cursor_entry` | cursor u64 | [`crate::journal::JournalRecord`] |
+//! | `meta` | name (utf-8) | raw bytes: `head` ([`crate::head`]), `format` ([`crate::migrate`]), counters, raft metadata |
+//! | `cursor_entry` | cursor u64 | [`crate::journal::JournalRecord`] (the only copy of a message's body) |
 //! | `userid_user` | user_id | [`crate::records::UserRecord`] |
 //! | `sessionid_session` | session_id | [`crate::records::SessionRecord`] |
 //! | `useridsessionid_` | user_id 0 session_id | empty |
@@ -15,8 +15,8 @@
 //! | `useridpeer_since` | user_id 0 peer | ts u64 (stored both ways) |
 //! | `useridtarget_block` | blocker 0 target | ts u64 |
 //! | `conv_meta` | conversation_id | [`crate::records::ConversationRecord`] |
-//! | `convseq_message` | conversation_id 0 seq u64 | [`crate::records::MessageRecord`] |
-//! | `senderclientmsgid_convseq` | sender 0 client_msg_id | conversation_id 0 seq u64 |
+//! | `convseq_message` | conversation_id 0 seq u64 | [`crate::records::MessageRecord`]: cursor u64, revoked u8 |
+//! | `senderclientmsgid_cursor` | sender 0 client_msg_id | cursor u64 of the `message` entry |
 //! | `convuserid_member` | conversation_id 0 user_id | [`crate::records::MemberRecord`] (active members) |
 //! | `useridconv_` | user_id 0 conversation_id | empty (a user's active conversations) |
 //! | `useridconvfrom_until` | user_id 0 conversation_id 0 from u64 | until u64 (`u64::MAX` = open) |
@@ -27,6 +27,9 @@
 //! `useridconvfrom_until` holds the intervals of journal cursors during which a user belongs to
 //! a conversation; sync reads a conversation's feed only inside them. This is what lets one
 //! message to a 5,000-member group cost one feed record instead of 5,000.
+//!
+//! A message's immutable parts (sender, body, ts, client id, reply) are read from its journal
+//! entry: `convseq_message` and `senderclientmsgid_cursor` point at it by cursor.
 
 /// Every tree, in a fixed order (the order of the projection digest and of snapshots).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -42,7 +45,7 @@ pub enum Tree {
     UserIdTargetBlock,
     ConvMeta,
     ConvSeqMessage,
-    SenderClientMsgIdConvSeq,
+    SenderClientMsgIdCursor,
     ConvUserIdMember,
     UserIdConv,
     UserIdConvFromUntil,
@@ -64,7 +67,7 @@ impl Tree {
         Tree::UserIdTargetBlock,
         Tree::ConvMeta,
         Tree::ConvSeqMessage,
-        Tree::SenderClientMsgIdConvSeq,
+        Tree::SenderClientMsgIdCursor,
         Tree::ConvUserIdMember,
         Tree::UserIdConv,
         Tree::UserIdConvFromUntil,
@@ -87,7 +90,7 @@ impl Tree {
             Tree::UserIdTargetBlock => "useridtarget_block",
             Tree::ConvMeta => "conv_meta",
             Tree::ConvSeqMessage => "convseq_message",
-            Tree::SenderClientMsgIdConvSeq => "senderclientmsgid_convseq",
+            Tree::SenderClientMsgIdCursor => "senderclientmsgid_cursor",
             Tree::ConvUserIdMember => "convuserid_member",
             Tree::UserIdConv => "useridconv_",
             Tree::UserIdConvFromUntil => "useridconvfrom_until",
@@ -175,6 +178,36 @@ mod tests {
     fn big_endian_keys_sort_numerically() {
         assert!(with_u64("c", 255) < with_u64("c", 256));
         assert!(u64_key(9) < u64_key(10));
+    }
+
+    /// Tree names are part of the storage format: renaming one is a new format
+    /// ([`crate::migrate`]).
+    #[test]
+    fn tree_names_are_pinned() {
+        let names = Tree::ALL.map(Tree::name);
+        assert_eq!(
+            names,
+            [
+                "meta",
+                "cursor_entry",
+                "userid_user",
+                "sessionid_session",
+                "useridsessionid_",
+                "fromto_friendrequest",
+                "tofrom_",
+                "useridpeer_since",
+                "useridtarget_block",
+                "conv_meta",
+                "convseq_message",
+                "senderclientmsgid_cursor",
+                "convuserid_member",
+                "useridconv_",
+                "useridconvfrom_until",
+                "convcursor_",
+                "useridcursor_",
+                "groupid_group",
+            ]
+        );
     }
 
     #[test]

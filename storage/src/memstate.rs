@@ -1,21 +1,23 @@
-//! The whole projection state in memory, for a detached [`crate::store::Tx`]
+//! The whole projection state in memory, for a detached [`crate::tx::Tx`]
 //! ([`crate::store::Store::begin_detached`]): offline replay builds it without touching sled.
 //!
 //! One hash map per tree makes point reads and writes O(1) whatever the size (a single ordered
 //! map of millions of keys spends its time in cache misses). Ordered access is needed only by
 //! `apply`'s prefix scans (a few trees, rare events) and by the digest: each tree gets an
 //! ordered key index the first time it is scanned, maintained from then on; the digest sorts.
+//! The digest itself is [`crate::digest`]'s, the one the store computes.
 //!
 //! Invariant: holds exactly what the store would hold after committing, so there are no
 //! tombstones: a removed key is simply absent.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::convert::Infallible;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::journal::Hash;
 use crate::keys::Tree;
-use crate::store::KeyValue;
+use crate::tx::KeyValue;
 
 /// A fast non-cryptographic hasher for keys we wrote ourselves (the Fx hash of rustc, with
 /// its final rotation so the high bits hashbrown groups by are mixed). Never exposed to
@@ -186,22 +188,19 @@ impl MemState {
         self.trees.iter().map(FastMap::len).sum()
     }
 
-    /// The same digest as [`crate::store::Store::projection_digest`] over a store holding
-    /// exactly this state.
+    /// The projection digest ([`crate::digest`]) of a store holding exactly this state.
     pub(crate) fn projection_digest(&self) -> Hash {
-        use sha2::{Digest, Sha256};
         let trees: Vec<Tree> = Tree::ALL.into_iter().filter(|t| t.is_projection()).collect();
         let maps = &self.trees;
         let sort = |t: &Tree| {
-            let mut kvs: Vec<(&[u8], &Vec<u8>)> = maps[t.index()].iter().map(|(k, v)| (k.as_slice(), v)).collect();
+            let mut kvs: Vec<(&[u8], &[u8])> =
+                maps[t.index()].iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
             kvs.sort_unstable_by(|a, b| a.0.cmp(b.0));
             kvs
         };
-        // The bytes hashed are exactly those of `Store::projection_digest`, gathered into large
-        // chunks (many tiny updates cost more than the hashing). Sorting dominates: two
-        // threads sort alternate trees, in order, while this one hashes each as it comes.
-        let mut h = Sha256::new();
-        let mut buf: Vec<u8> = Vec::with_capacity(1 << 17);
+        let next_group = self.get_ref(Tree::Meta, crate::apply::META_NEXT_GROUP.as_bytes()).unwrap_or_default();
+        // Sorting dominates: two threads sort alternate trees, in order, while this one hashes
+        // each as it comes.
         std::thread::scope(|s| {
             let lanes: Vec<_> = (0..2)
                 .map(|lane| {
@@ -217,26 +216,16 @@ impl MemState {
                     rx
                 })
                 .collect();
-            for (i, t) in trees.iter().enumerate() {
-                buf.extend_from_slice(t.name().as_bytes());
-                buf.push(0xff);
+            let records = trees.iter().enumerate().flat_map(|(i, &t)| {
                 // A lane only stops early if it panicked, which `scope` re-raises on exit.
                 let kvs = lanes[i % 2].recv().unwrap_or_default();
-                for (k, v) in kvs {
-                    buf.extend_from_slice(&(k.len() as u64).to_be_bytes());
-                    buf.extend_from_slice(k);
-                    buf.extend_from_slice(&(v.len() as u64).to_be_bytes());
-                    buf.extend_from_slice(v);
-                    if buf.len() >= 1 << 16 {
-                        h.update(&buf);
-                        buf.clear();
-                    }
-                }
+                kvs.into_iter().map(move |(k, v)| Ok::<_, Infallible>((t, k, v)))
+            });
+            match crate::digest::projection_digest(records, next_group) {
+                Ok(h) => h,
+                Err(never) => match never {},
             }
-        });
-        h.update(&buf);
-        h.update(self.get_ref(Tree::Meta, crate::apply::META_NEXT_GROUP.as_bytes()).unwrap_or_default());
-        h.finalize().into()
+        })
     }
 
     /// The state as a transaction's write set.

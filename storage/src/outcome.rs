@@ -1,7 +1,7 @@
 //! What the state machine returns for each command (raft's response type), and who is told
 //! about each appended entry.
 
-use crate::records::MessageRecord;
+use crate::message::Message;
 use crate::rejection::Rejection;
 
 /// The answer to one command: the journal position it was applied at and its result.
@@ -30,7 +30,7 @@ pub enum Reply {
     Done,
     /// A sent (`created`) or already-sent (idempotent resend) or revoked message.
     Message {
-        message: MessageRecord,
+        message: Message,
         created: bool,
     },
     Read {

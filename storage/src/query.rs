@@ -7,14 +7,14 @@ use std::cmp::Reverse;
 use std::collections::binary_heap::{BinaryHeap, PeekMut};
 use std::collections::HashMap;
 
-use crate::codec::{self, CodecError};
+use crate::codec;
 use crate::event::{ArchivedEvent, Event};
 use crate::ids::ConversationId;
-use crate::journal::{ArchivedJournalRecord, ChainVerifier, Entry, Hash, JournalError, JournalRecord};
+use crate::journal::{ArchivedJournalRecord, ChainVerifier, Entry, EntryScratch, Hash, JournalError, JournalRecord};
 use crate::keys::{self, Tree};
+use crate::message::{self, Message};
 use crate::records::{
-    ArchivedMessageRecord, ConversationRecord, FriendRequestRecord, GroupRecord, MemberRecord, MessageRecord,
-    SessionRecord, UserRecord,
+    ConversationRecord, FriendRequestRecord, GroupRecord, MemberRecord, MessageRecord, SessionRecord, UserRecord,
 };
 use crate::store::{Store, StoreError};
 
@@ -54,7 +54,7 @@ pub struct ConversationSummary {
     pub conversation: ConversationId,
     pub meta: ConversationRecord,
     pub member: MemberRecord,
-    pub last_message: Option<MessageRecord>,
+    pub last_message: Option<Message>,
 }
 
 impl ConversationSummary {
@@ -165,19 +165,16 @@ impl Store {
         self.get_rec(Tree::ConvUserIdMember, &keys::pair(conversation_id, user_id))
     }
 
-    pub fn message(&self, conversation_id: &str, seq: u64) -> Result<Option<MessageRecord>, StoreError> {
-        self.get_rec(Tree::ConvSeqMessage, &keys::with_u64(conversation_id, seq))
+    /// Message `seq` of a conversation, body read from its journal entry.
+    pub fn message(&self, conversation_id: &str, seq: u64) -> Result<Option<Message>, StoreError> {
+        message::load(self, conversation_id, seq)
     }
 
     /// Messages in ascending seq within `(after_seq, before_seq)`, at most `limit`, never at or
     /// below `floor` (a group member's `joined_seq`). With only `before_seq`, the newest page
-    /// before it.
-    pub fn messages(
-        &self,
-        conversation_id: &str,
-        q: HistoryQuery,
-        floor: u64,
-    ) -> Result<Vec<MessageRecord>, StoreError> {
+    /// before it. One scan of the message projection, then one point read of the journal per
+    /// message for what the record does not hold.
+    pub fn messages(&self, conversation_id: &str, q: HistoryQuery, floor: u64) -> Result<Vec<Message>, StoreError> {
         let lo = q.after_seq.unwrap_or(0).max(floor).saturating_add(1);
         let hi = q.before_seq.unwrap_or(u64::MAX);
         if lo >= hi || q.limit == 0 {
@@ -185,18 +182,26 @@ impl Store {
         }
         let range = keys::with_u64(conversation_id, lo)..keys::with_u64(conversation_id, hi);
         let tree = self.tree(Tree::ConvSeqMessage);
-        let mut out = Vec::with_capacity(q.limit.min(512));
+        let mut records = Vec::with_capacity(q.limit.min(512));
         if q.after_seq.is_none() && q.before_seq.is_some() {
             for kv in tree.range(range).rev().take(q.limit) {
-                out.push(codec::decode(&kv?.1)?);
+                records.push(kv?);
             }
-            out.reverse();
+            records.reverse();
         } else {
             for kv in tree.range(range).take(q.limit) {
-                out.push(codec::decode(&kv?.1)?);
+                records.push(kv?);
             }
         }
-        Ok(out)
+        let mut scratch = EntryScratch::default();
+        records
+            .into_iter()
+            .map(|(k, v)| {
+                let seq =
+                    keys::trailing_u64(&k).ok_or_else(|| StoreError::Corrupt("bad convseq_message key".into()))?;
+                message::read(self, conversation_id, seq, &v, &mut scratch)
+            })
+            .collect()
     }
 
     /// A user's active conversations, newest activity first.
@@ -346,8 +351,7 @@ impl Store {
         mut f: impl FnMut(&ArchivedJournalRecord, &ArchivedEvent, bool) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let journal = self.tree(Tree::CursorEntry);
-        let (mut rec_buf, mut event_buf, mut message_buf) =
-            (codec::Scratch::default(), codec::Scratch::default(), codec::Scratch::default());
+        let mut scratch = EntryScratch::default();
         let mut scan = match (cursors.first(), cursors.last()) {
             (Some(&first), Some(&last))
                 if cursors.len() >= MIN_SCAN
@@ -365,17 +369,11 @@ impl Store {
                 None => journal.get(keys::u64_key(cursor))?,
             };
             let bytes = bytes.ok_or(JournalError::Missing { cursor })?;
-            let corrupt = |CodecError(reason)| JournalError::Corrupt { cursor, reason };
-            let rec = rec_buf.access::<ArchivedJournalRecord>(&bytes).map_err(corrupt)?;
-            let stored = rec.cursor.to_native();
-            if stored != cursor {
-                return Err(JournalError::CursorMismatch { cursor, stored }.into());
-            }
-            let event = event_buf.access::<ArchivedEvent>(rec.event.as_slice()).map_err(corrupt)?;
+            let (rec, event) = scratch.access(cursor, &bytes)?;
             let mut revoked = false;
             if let (true, ArchivedEvent::MessageSent { conversation_id, seq, .. }) = (current, event) {
                 if let Some(m) = messages.get(conversation_id, seq.to_native())? {
-                    revoked = message_buf.access::<ArchivedMessageRecord>(&m)?.revoked;
+                    revoked = MessageRecord::decode(&m)?.revoked;
                 }
             }
             f(rec, event, revoked)?;

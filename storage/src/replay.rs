@@ -15,9 +15,11 @@
 //! - a replay interrupted half way leaves a store to throw away, never one to resume.
 
 use crate::event::Event;
+use crate::head::Head;
 use crate::journal::{Hash, JournalRecord};
 use crate::keys::Tree;
-use crate::store::{Head, Store, StoreError, Tx};
+use crate::store::{Store, StoreError};
+use crate::tx::Tx;
 
 /// Entries per commit when the caller has no preference: large enough that the per-commit
 /// cost vanishes, small enough that the in-memory overlay stays a few tens of MiB.
@@ -35,6 +37,9 @@ pub struct Replayer {
     batch_entries: usize,
     /// In memory: one detached transaction, projections only, until it holds this many writes.
     spill_writes: Option<usize>,
+    /// In memory, keep the journal entries of messages too: the message projection points at
+    /// them for bodies ([`Replayer::for_queries`]).
+    keep_messages: bool,
 }
 
 impl Replayer {
@@ -48,6 +53,7 @@ impl Replayer {
             in_batch: 0,
             batch_entries: batch_entries.max(1),
             spill_writes: None,
+            keep_messages: false,
         }
     }
 
@@ -62,7 +68,16 @@ impl Replayer {
             in_batch: 0,
             batch_entries: batch_entries.max(1),
             spill_writes: Some(spill_writes.max(1)),
+            keep_messages: false,
         }
+    }
+
+    /// [`Replayer::in_memory`] for a replay made only to be queried ([`Replayer::finish_for_queries`]):
+    /// the journal entries of messages are kept as well, since reading a message (history, a
+    /// conversation's last message) reads its body from its entry. The store then holds those
+    /// entries and no others: its journal is not a chain to verify or sync from.
+    pub fn for_queries(store: &Store, spill_writes: usize, batch_entries: usize) -> Replayer {
+        Replayer { keep_messages: true, ..Replayer::in_memory(store, spill_writes, batch_entries) }
     }
 
     /// Applies one verified entry (`event` decoded from `rec.event`).
@@ -71,7 +86,11 @@ impl Replayer {
         let tx = self.tx.get_or_insert_with(|| store.begin());
         match self.spill_writes {
             Some(limit) => {
-                tx.replay_projections(rec, event)?;
+                if self.keep_messages && matches!(event, Event::MessageSent { .. }) {
+                    tx.replay(rec, event)?;
+                } else {
+                    tx.replay_projections(rec, event)?;
+                }
                 if tx.pending_writes() >= limit {
                     // Too big for memory: from now on, ordinary batches over the store.
                     self.spill_writes = None;
@@ -126,12 +145,13 @@ impl Replayer {
     /// Like [`Replayer::finish`] for a replay made only to be queried (`parley state`): what
     /// is still in memory is committed without the trees that only sync and idempotent sends
     /// read (the conversation and personal feeds, the client message id index), which are
-    /// most of the records. The store then answers lists, groups, friends and history, not
-    /// sync, and its projection digest is no longer the live node's.
+    /// most of the records. The store then answers lists, groups, friends and (made by
+    /// [`Replayer::for_queries`]) messages, not sync, and its projection digest is no longer
+    /// the live node's.
     pub fn finish_for_queries(mut self) -> Result<Head, StoreError> {
         if self.spill_writes.is_some() {
             if let Some(tx) = self.tx.as_mut() {
-                for t in [Tree::ConvCursor, Tree::UserIdCursor, Tree::SenderClientMsgIdConvSeq] {
+                for t in [Tree::ConvCursor, Tree::UserIdCursor, Tree::SenderClientMsgIdCursor] {
                     tx.discard_tree(t);
                 }
             }
@@ -154,7 +174,7 @@ mod tests {
 
     fn run(store: &Store, ts: u64, kind: CommandKind) {
         let mut tx = store.begin();
-        let out = tx.execute(&Command { ts, kind }).unwrap();
+        let out = crate::execute(&mut tx, &Command { ts, kind }).unwrap();
         assert!(out.result.is_ok(), "{:?}", out.result);
         tx.commit().unwrap();
     }
@@ -212,10 +232,17 @@ mod tests {
         }
 
         // In memory (and spilling part way at every size), the same digest without a commit,
-        // and the same store after one.
-        for spill in [1, 20, 50, usize::MAX] {
+        // and the same store after one. A replay for queries also answers message reads (it
+        // keeps the entries messages point at), with the live node's answers.
+        let live_list = |store: &Store| -> Vec<_> {
+            store.conversations("alice").unwrap().into_iter().map(|c| (c.conversation_id, c.last_message)).collect()
+        };
+        for (spill, queries) in [(1, false), (20, false), (50, true), (usize::MAX, false), (usize::MAX, true)] {
             let (_d, scratch) = temp_store();
-            let mut r = Replayer::in_memory(&scratch, spill, 7);
+            let mut r = match queries {
+                false => Replayer::in_memory(&scratch, spill, 7),
+                true => Replayer::for_queries(&scratch, spill, 7),
+            };
             for item in live.journal_raw(1) {
                 let (cursor, bytes) = item.unwrap();
                 let rec = JournalRecord::decode(cursor, &bytes).unwrap();
@@ -226,7 +253,10 @@ mod tests {
             let head = r.finish().unwrap();
             assert_eq!(head, live.head().unwrap());
             assert_eq!(scratch.projection_digest().unwrap(), live_digest, "spill {spill}");
-            assert_eq!(scratch.conversations("alice").unwrap().len(), 2);
+            if queries {
+                assert_eq!(live_list(&scratch), live_list(&live), "spill {spill}");
+                assert_eq!(live_list(&scratch).len(), 2);
+            }
         }
     }
 

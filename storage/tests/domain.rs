@@ -18,7 +18,7 @@ impl World {
     fn run(&mut self, kind: CommandKind) -> parley_storage::Outcome {
         self.now += 10;
         let mut tx = self.store.begin();
-        let out = tx.execute(&Command { ts: self.now, kind }).unwrap();
+        let out = parley_storage::execute(&mut tx, &Command { ts: self.now, kind }).unwrap();
         tx.commit().unwrap();
         out
     }

@@ -645,7 +645,7 @@ fn temp_store() -> Store {
 
 fn execute(store: &Store, ts: u64, kind: CommandKind) -> parley_storage::Outcome {
     let mut tx = store.begin();
-    let out = tx.execute(&Command { ts, kind }).expect("no storage error");
+    let out = parley_storage::execute(&mut tx, &Command { ts, kind }).expect("no storage error");
     tx.commit().expect("commit");
     out
 }

@@ -1,0 +1,35 @@
+//! Applying registrations and sessions: `userid_user`, `sessionid_session`,
+//! `useridsessionid_`.
+
+use super::personal;
+use crate::keys::{self, Tree};
+use crate::outcome::Audience;
+use crate::records::{SessionRecord, UserRecord};
+use crate::tx::Tx;
+
+pub(super) fn registered(tx: &mut Tx, ts: u64, user_id: &str, display_name: &str, password_hash: &str) -> Audience {
+    let rec =
+        UserRecord { display_name: display_name.to_owned(), password_hash: password_hash.to_owned(), created_at: ts };
+    tx.put_rec(Tree::UserIdUser, user_id.as_bytes().to_vec(), &rec);
+    Audience::default()
+}
+
+pub(super) fn session_created(
+    tx: &mut Tx,
+    ts: u64,
+    user_id: &str,
+    session_id: &str,
+    device: &str,
+    expires_at: u64,
+) -> Audience {
+    let rec = SessionRecord { user_id: user_id.to_owned(), device: device.to_owned(), created_at: ts, expires_at };
+    tx.put_rec(Tree::SessionIdSession, session_id.as_bytes().to_vec(), &rec);
+    tx.put(Tree::UserIdSessionId, keys::pair(user_id, session_id), Vec::new());
+    Audience::default()
+}
+
+pub(super) fn session_revoked(tx: &mut Tx, cursor: u64, user_id: &String, session_id: &str) -> Audience {
+    tx.remove(Tree::SessionIdSession, session_id.as_bytes().to_vec());
+    tx.remove(Tree::UserIdSessionId, keys::pair(user_id, session_id));
+    personal(tx, cursor, &[user_id])
+}
