@@ -57,9 +57,15 @@ pub struct ServeArgs {
     /// sled page cache in MiB [default: 256].
     #[arg(long, env = "PARLEY_CACHE_MB")]
     pub cache_mb: Option<u64>,
-    /// Take a raft snapshot every this many log entries [default: 20000].
+    /// Take a raft snapshot every this many log entries; a snapshot is a journal pointer and
+    /// costs a flush, and the raft log is purged behind it [default: 2000].
     #[arg(long, env = "PARLEY_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
+    /// zstd-compress the journal and projections on disk (about a third of the bytes for chat
+    /// text, at some send throughput). Chosen when the data dir is created; an existing one
+    /// keeps its setting [default: true].
+    #[arg(long, env = "PARLEY_COMPRESSION")]
+    pub compression: Option<bool>,
     /// Join an existing cluster: never initialise one; wait until its leader adds this node
     /// (`parley members add`). Needs --cluster-secret.
     #[arg(long, env = "PARLEY_JOIN")]
@@ -85,6 +91,7 @@ struct FileConfig {
     advertise: Option<String>,
     cache_mb: Option<u64>,
     snapshot_every: Option<u64>,
+    compression: Option<bool>,
     join: Option<bool>,
 }
 
@@ -122,6 +129,7 @@ pub struct Settings {
     pub advertise: Option<String>,
     pub cache_mb: u64,
     pub snapshot_every: u64,
+    pub compression: bool,
     pub join: bool,
 }
 
@@ -174,7 +182,8 @@ impl ServeArgs {
             max_group_members: self.max_group_members.or(file.max_group_members).unwrap_or(10_000).max(1),
             advertise: self.advertise.or(file.advertise),
             cache_mb: self.cache_mb.or(file.cache_mb).unwrap_or(256).max(8),
-            snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(20_000).max(1),
+            snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(2_000).max(1),
+            compression: self.compression.or(file.compression).unwrap_or(true),
             join,
         })
     }

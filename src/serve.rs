@@ -44,6 +44,7 @@ async fn serve(s: Settings) -> Result<(), String> {
         },
         cache_bytes: s.cache_mb * 1024 * 1024,
         snapshot_logs_since_last: s.snapshot_every,
+        compression: s.compression,
         join: s.join,
     };
     let node = Node::start(cfg, listener).await.map_err(|e| e.to_string())?;

@@ -109,6 +109,11 @@ fn cluster(root: &Path) -> Vec<Server> {
 /// Runs `parley bench ARGS` (bounded in time) and returns its stdout; panics with both outputs
 /// unless it succeeded.
 fn bench(args: &[&str]) -> String {
+    bench_for(args, RUN_TIMEOUT)
+}
+
+/// [`bench`] with its own time bound.
+fn bench_for(args: &[&str], timeout: Duration) -> String {
     let mut child = Command::new(BIN)
         .arg("bench")
         .args(args)
@@ -118,11 +123,11 @@ fn bench(args: &[&str]) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn parley bench");
-    let deadline = Instant::now() + RUN_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     while child.try_wait().expect("wait").is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("parley bench {args:?} ran longer than {RUN_TIMEOUT:?}");
+            panic!("parley bench {args:?} ran longer than {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -261,4 +266,59 @@ fn send_and_deliver_across_a_three_node_cluster() {
     let out = bench(&["deliver", "--target", &targets, "--rate", "50", "--duration", "1", "--pairs", "2"]);
     assert_check(&out, "exactly-once delivery");
     assert!(out.contains("cross_node=true"), "{out}");
+}
+
+/// Memory must not grow with history: a node with a small cache is filled with 200,000
+/// messages; its RSS after the last quarter may not exceed 1.3 times its RSS after the first
+/// (once the cache is full, nothing else may grow with the number of messages stored).
+#[test]
+fn server_memory_stays_flat_over_a_long_fill() {
+    let root = temp_root("bench-memory-flat");
+    let mut child = spawn_serve(
+        &root.path().join("single"),
+        &["--http".into(), "127.0.0.1:0".into(), "--cache-mb".into(), "16".into()],
+    );
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.trim().to_owned());
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(60)).expect("listening");
+    let server = Server { child, url };
+    let json = root.path().join("memory.jsonl");
+    let out = bench_for(
+        &[
+            "history",
+            "--target",
+            &server.url,
+            "--messages",
+            "200000",
+            "--concurrency",
+            "32",
+            "--rows",
+            "4",
+            "--check-conversations",
+            "4",
+            "--json",
+            json.to_str().expect("utf-8 path"),
+        ],
+        Duration::from_secs(600),
+    );
+    assert_check(&out, "exactly-once");
+    let line = std::fs::read_to_string(&json).expect("json results");
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one json line");
+    let rss: Vec<u64> =
+        v["rows"].as_array().expect("rows").iter().map(|r| r["rss_kb"][0].as_u64().expect("rss")).collect();
+    println!("FIGURES RSS after 50k/100k/150k/200k messages: {rss:?} KiB");
+    assert_eq!(rss.len(), 4);
+    assert!(
+        (rss[3] as f64) < 1.3 * rss[0] as f64,
+        "RSS grew with history: {} KiB after 50k messages, {} KiB after 200k",
+        rss[0],
+        rss[3]
+    );
 }

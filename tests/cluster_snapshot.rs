@@ -249,7 +249,7 @@ async fn follower_with_a_diverged_journal_fail_stops_and_serves_nothing() {
             display_name: "Not the cluster's".into(),
             password_hash: "x".into(),
         };
-        let outcome = tx.execute(&parley_storage::Command { ts: 1, kind: intruder }).unwrap();
+        let outcome = parley_storage::execute(&mut tx, &parley_storage::Command { ts: 1, kind: intruder }).unwrap();
         assert!(outcome.result.is_ok());
         tx.commit().unwrap();
         store.db().flush().unwrap();

@@ -20,7 +20,9 @@ use crate::metrics::Metrics;
 use crate::state::{ApiConfig, AppState};
 
 /// Cache of the raft log's db.
-const RAFT_LOG_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// The raft log db's share of the cache: entries are read back only to replicate them and to
+/// re-apply after a restart, and the log is short (purged behind every snapshot).
+const RAFT_LOG_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Everything a node needs to run.
 #[derive(Debug, Clone)]
@@ -32,8 +34,11 @@ pub struct ServerConfig {
     /// Every voter's id and HTTP address; empty for a single node.
     pub peers: BTreeMap<u64, String>,
     pub api: ApiConfig,
+    /// All of sled's page caches together (the state db gets most; the raft log a slice).
     pub cache_bytes: u64,
     pub snapshot_logs_since_last: u64,
+    /// zstd compression of a *new* state db (an existing one keeps how it was created).
+    pub compression: bool,
     /// Join an existing cluster: never initialise one, wait to be added by its leader.
     pub join: bool,
 }
@@ -64,13 +69,22 @@ impl Node {
     pub async fn start(cfg: ServerConfig, listener: TcpListener) -> Result<Node, ServerError> {
         let open_error = |e: &dyn std::fmt::Display| ServerError::Open(cfg.data_dir.clone(), e.to_string());
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| open_error(&e))?;
-        let open_db = |dir: &str, cache: u64| {
-            sled::Config::new().path(cfg.data_dir.join(dir)).cache_capacity(cache).open().map_err(|e| open_error(&e))
+        let open_db = |dir: &str, cache: u64, compress: bool| {
+            parley_storage::store::sled_config(&cfg.data_dir.join(dir), cache, compress)
+                .open()
+                .map_err(|e| open_error(&e))
         };
-        let db = open_db("db", cfg.cache_bytes)?;
-        // The raft log has its own db (see `NodeDbs`); a small cache: entries are read back
-        // only to replicate them and to re-apply after a restart.
-        let log_db = open_db("raft", RAFT_LOG_CACHE_BYTES)?;
+        let log_cache = RAFT_LOG_CACHE_BYTES.min(cfg.cache_bytes / 4);
+        let state_dir = cfg.data_dir.join("db");
+        if let Some(stored) = parley_storage::store::stored_compression(&state_dir) {
+            if stored != cfg.compression {
+                tracing::info!(compression = stored, "the data dir keeps the compression it was created with");
+            }
+        }
+        let db = open_db("db", cfg.cache_bytes - log_cache, cfg.compression)?;
+        // The raft log has its own db (see `NodeDbs`), never compressed: it is short-lived and
+        // on the write path of every entry.
+        let log_db = open_db("raft", log_cache, false)?;
         if LogStore::adopt_legacy(&db, &log_db).map_err(|e| open_error(&e))? {
             tracing::info!("moved the raft log into its own db (data dir from an earlier version)");
         }

@@ -168,7 +168,8 @@ async fn pull_from(
             let staging = store.clone();
             let entries = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
                 let mut entries = entries;
-                let raw: Vec<(u64, Vec<u8>)> = entries.iter_mut().map(|c| (c.rec.cursor, std::mem::take(&mut c.raw))).collect();
+                let raw: Vec<(u64, Vec<u8>)> =
+                    entries.iter_mut().map(|c| (c.rec.cursor, std::mem::take(&mut c.raw))).collect();
                 staging.stage_journal(&raw)?;
                 Ok(entries)
             })

@@ -58,7 +58,7 @@ fn run(store: &Store, cmds: &[Command]) {
     for chunk in cmds.chunks(500) {
         let mut tx = store.begin();
         for c in chunk {
-            let outcome = tx.execute(c).unwrap();
+            let outcome = parley_storage::execute(&mut tx, c).unwrap();
             assert!(outcome.result.is_ok(), "{c:?}: {outcome:?}");
         }
         tx.commit().unwrap();

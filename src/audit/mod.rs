@@ -134,10 +134,11 @@ pub fn close(store: Store) -> Result<(), AuditError> {
     Ok(())
 }
 
-/// Opens (creating) a sled db at `path`. `durable` off skips background flushes: for scratch
-/// stores that are thrown away.
+/// Opens (creating) a sled db at `path`, with the compression it was created with (a new one is
+/// compressed when `durable`, as a node's would be). `durable` off skips background flushes:
+/// for scratch stores that are thrown away.
 pub fn open_db(path: &Path, cache_mb: u64, durable: bool) -> Result<sled::Db, AuditError> {
-    let mut cfg = sled::Config::new().path(path).cache_capacity(cache_mb.max(1) * 1024 * 1024);
+    let mut cfg = parley_storage::store::sled_config(path, cache_mb.max(1) * 1024 * 1024, durable);
     if !durable {
         cfg = cfg.flush_every_ms(None);
     }

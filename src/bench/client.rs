@@ -429,6 +429,57 @@ pub fn body_of(n: usize) -> String {
     "x".repeat(n.max(1))
 }
 
+/// Message bodies that look like chat text to storage: words of a small vocabulary in a fixed
+/// pseudo-random order, and a different slice of it for every message. A store that
+/// compresses sees text as it compresses (not `xxxx`, which compresses to nothing), and no
+/// two consecutive messages are equal.
+#[derive(Debug)]
+pub struct Bodies {
+    text: String,
+    len: usize,
+}
+
+const WORDS: &[&str] = &[
+    "the", "a", "to", "and", "you", "I", "it", "is", "that", "of", "in", "we", "for", "on", "are", "be", "this",
+    "with", "have", "can", "just", "so", "but", "not", "what", "at", "was", "do", "if", "me", "my", "your", "all",
+    "about", "get", "will", "there", "ok", "yes", "no", "now", "time", "today", "tomorrow", "meeting", "lunch",
+    "later", "see", "think", "know", "need", "want", "going", "call", "send", "file", "link", "thanks", "great",
+    "sure", "maybe", "sorry", "late", "home", "work", "office", "team", "project", "update", "deploy", "review",
+    "coffee", "weekend", "train", "flight", "hotel", "ticket", "photo", "video", "morning", "night", "good", "nice",
+    "cool", "haha", "lol", "right", "left", "still", "again", "also", "really", "very", "much", "one", "two", "three",
+    "minutes", "hours", "days", "back", "here", "where", "when", "why", "how", "who", "let's",
+];
+
+impl Bodies {
+    /// Bodies of `len` bytes (at least 1).
+    pub fn new(len: usize) -> Bodies {
+        let len = len.max(1);
+        let mut text = String::with_capacity(len + 65_536 + 16);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        while text.len() < len + 65_536 {
+            // xorshift64: cheap and the same on every run.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            text.push_str(WORDS[(x % WORDS.len() as u64) as usize]);
+            text.push(match x >> 58 {
+                0 => '.',
+                1 => ',',
+                2 => '?',
+                _ => ' ',
+            });
+        }
+        Bodies { text, len }
+    }
+
+    /// The body of message number `n`.
+    pub fn at(&self, n: u64) -> &str {
+        let span = (self.text.len() - self.len) as u64;
+        let start = (n.wrapping_mul(2_654_435_761) % span) as usize;
+        &self.text[start..start + self.len]
+    }
+}
+
 /// A run prefix for user ids: `b` + 6 random hex digits + `_` (user ids: `^[a-z0-9_]{3,32}$`).
 pub fn run_prefix() -> String {
     format!("b{}_", &hex::encode(rand::random::<[u8; 4]>())[..6])

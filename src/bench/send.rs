@@ -140,7 +140,15 @@ impl Job {
         let mut n = 0;
         while let Some(cmid) = self.next(&mut n) {
             let t0 = Instant::now();
-            let r = http.send(&self.target, &self.user, &self.conv_id, &cmid, &self.crew.body).await;
+            let r = http
+                .send(
+                    &self.target,
+                    &self.user,
+                    &self.conv_id,
+                    &cmid,
+                    self.crew.body.at(n.wrapping_add((self.conv as u64) << 32)),
+                )
+                .await;
             let took = t0.elapsed();
             let failed = r.is_err();
             let outcome = match r {
@@ -209,7 +217,7 @@ impl Job {
                     };
                     req += 1;
                     let frame = json!({"type": "send", "req": req, "conversation_id": self.conv_id,
-                                       "client_msg_id": cmid, "body": self.crew.body.as_str()});
+                                       "client_msg_id": cmid, "body": self.crew.body.at(n.wrapping_add((self.conv as u64) << 32))});
                     pending.insert(req, (Instant::now(), cmid));
                     if ws.feed(Message::text(frame.to_string())).await.is_err() {
                         break;
@@ -321,7 +329,7 @@ pub async fn setup_conversations(
 /// What every sender of a run shares.
 #[derive(Clone)]
 pub struct Crew {
-    pub body: Arc<String>,
+    pub body: Arc<client::Bodies>,
     /// WebSocket requests in flight per sender.
     pub in_flight: usize,
     pub budget: Budget,
@@ -333,7 +341,7 @@ pub struct Crew {
 impl Crew {
     pub fn new(body_bytes: usize, in_flight: usize, messages: Option<u64>) -> Crew {
         Crew {
-            body: Arc::new(client::body_of(body_bytes)),
+            body: Arc::new(client::Bodies::new(body_bytes)),
             in_flight,
             budget: Budget::new(messages),
             stop: Arc::new(AtomicBool::new(false)),

@@ -24,7 +24,7 @@
 //! - `digest`: the projection digest, one algorithm for the store and for in-memory replay.
 //! - [`query`]: read models (lists, history, sync).
 //! - [`replay`]: offline replay of verified journal entries in large batches.
-//! - `snapshot`: whole-state snapshot blobs (being replaced by journal-pointer snapshots).
+//! - `snapshot`: what journal-pointer snapshots need from storage (staging pulled pages).
 pub mod apply;
 pub mod codec;
 pub mod command;

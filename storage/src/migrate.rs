@@ -59,11 +59,6 @@ pub enum FormatError {
     BadRecord { len: usize },
     #[error("storage format {found} does not exist")]
     Unknown { found: u64 },
-    #[error(
-        "snapshot of storage format {}, this parley installs format {FORMAT_VERSION} only",
-        found.map_or("1 (unversioned)".to_string(), |f| f.to_string())
-    )]
-    Snapshot { found: Option<u64> },
     #[error("migrating to format {FORMAT_VERSION}: {0}")]
     Migration(String),
 }
@@ -531,16 +526,5 @@ mod tests {
         let store = Store::open(temp_db()).unwrap();
         assert_eq!(store.meta(META_FORMAT).unwrap(), Some(FORMAT_VERSION.to_be_bytes().to_vec()));
         assert!(!has_tree(store.db(), legacy::SENDER_CLIENT_MSG_ID_CONV_SEQ).unwrap());
-    }
-
-    #[test]
-    fn a_snapshot_of_another_format_is_not_installed() {
-        let live = live();
-        let other = Store::open(temp_db()).unwrap();
-        other.install_snapshot(&live.export_snapshot().unwrap()).unwrap();
-        assert_eq!(other.projection_digest().unwrap(), live.projection_digest().unwrap());
-        live.tree(Tree::Meta).remove(META_FORMAT).unwrap();
-        let err = other.install_snapshot(&live.export_snapshot().unwrap()).expect_err("refused");
-        assert!(matches!(err, StoreError::Format(FormatError::Snapshot { found: None })), "{err}");
     }
 }

@@ -50,6 +50,29 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// zstd level of a compressed state db: the fastest. Higher levels saved a few percent of disk
+/// and cost a quarter of the send throughput (docs/BENCHMARKS.md, "history").
+pub const COMPRESSION_LEVEL: i32 = 1;
+
+/// The sled configuration of a state db at `path`. A db that exists keeps the compression it
+/// was created with (sled refuses to open it otherwise); a new one is compressed when
+/// `compress_if_new`.
+pub fn sled_config(path: &Path, cache_bytes: u64, compress_if_new: bool) -> sled::Config {
+    let compress = stored_compression(path).unwrap_or(compress_if_new);
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        .use_compression(compress)
+        .compression_factor(COMPRESSION_LEVEL)
+}
+
+/// Whether the sled db at `dir` was created compressed; `None` when it does not exist yet.
+pub fn stored_compression(dir: &Path) -> Option<bool> {
+    let conf = std::fs::read(dir.join("conf")).ok()?;
+    let text = String::from_utf8_lossy(&conf);
+    text.lines().find_map(|l| l.strip_prefix("use_compression: ")).map(|v| v.trim() == "true")
+}
+
 impl Store {
     /// Opens the store's trees in `db` (the raft log may live in the same db). A data dir of
     /// an older storage format is migrated in place first; one of a newer format is refused
@@ -62,10 +85,9 @@ impl Store {
         Ok(store)
     }
 
-    /// Opens (or creates) a sled db at `path` with a bounded cache.
+    /// Opens (or creates, uncompressed) a sled db at `path` with a bounded cache.
     pub fn open_path(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(path).cache_capacity(cache_bytes).open()?;
-        Store::open(db)
+        Store::open(sled_config(path, cache_bytes, false).open()?)
     }
 
     pub fn db(&self) -> &sled::Db {
@@ -142,24 +164,6 @@ impl Store {
                 keys::trailing_u64(&k).ok_or_else(|| StoreError::Corrupt("journal key is not a cursor".into()))?;
             Ok((cursor, v))
         })
-    }
-
-    /// Stores verified journal records *past the head* without applying them (a node catching
-    /// up stages a page while it applies the previous one). Nothing reads past the head, and
-    /// the entries are rewritten with the same bytes if the node stops before applying them;
-    /// they become the journal when [`Tx::replay_projections`] moves the head over them.
-    /// Refuses cursors at or behind the head: the applied journal is never rewritten.
-    pub fn stage_journal(&self, records: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
-        let head = self.applied_cursor();
-        let mut batch = sled::Batch::default();
-        for (cursor, bytes) in records {
-            if *cursor <= head {
-                return Err(StoreError::Corrupt(format!("journal entry {cursor} staged at or behind the head {head}")));
-            }
-            batch.insert(&keys::u64_key(*cursor), bytes.as_slice());
-        }
-        self.tree(Tree::CursorEntry).apply_batch(batch)?;
-        Ok(())
     }
 
     /// Flushes everything to disk.
