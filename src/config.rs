@@ -54,7 +54,7 @@ pub struct ServeArgs {
     /// the bound HTTP address].
     #[arg(long, env = "PARLEY_ADVERTISE")]
     pub advertise: Option<String>,
-    /// sled page cache in MiB [default: 256].
+    /// Memory for the storage page caches, in MiB (both dbs; see docs/BENCHMARKS.md) [default: 256].
     #[arg(long, env = "PARLEY_CACHE_MB")]
     pub cache_mb: Option<u64>,
     /// Take a raft snapshot every this many log entries; a snapshot is a journal pointer and

@@ -185,8 +185,8 @@ async fn raft_rpcs_without_the_cluster_secret_are_refused_and_touch_nothing() {
         }
     }
 
-    // Positive control: the same endpoint with a valid signature is served (a stale vote
-    // request, which changes nothing).
+    // A signed body in another wire version (JSON, as parleys before the binary wire sent) is
+    // refused, naming the versions, and changes nothing.
     let stale = serde_json::to_vec(&json!({"vote": {"leader_id": {"term": 0, "node_id": 9}, "committed": false},
                                             "last_log_id": null}))
     .unwrap();
@@ -194,6 +194,22 @@ async fn raft_rpcs_without_the_cluster_secret_are_refused_and_touch_nothing() {
         .post(format!("{}/raft/vote", c.url(leader)))
         .header("Parley-Raft-Auth", hmac_hex(c.secret.as_bytes(), &stale))
         .header("content-type", "application/json")
+        .body(stale)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400, "a JSON raft body is refused");
+    let b: Value = resp.json().await.unwrap_or(Value::Null);
+    assert!(b["error"]["message"].as_str().is_some_and(|m| m.contains("JSON")), "the refusal says why: {b}");
+
+    // Positive control: the same endpoint with a valid signature and this wire version is
+    // served (a stale vote request, which changes nothing).
+    let vote = parley_raft::types::VoteRequest::new(parley_raft::types::Vote::new(0, 9), None);
+    let stale = parley_raft::wire::encode(&vote).unwrap();
+    let resp = http
+        .post(format!("{}/raft/vote", c.url(leader)))
+        .header("Parley-Raft-Auth", hmac_hex(c.secret.as_bytes(), &stale))
+        .header("content-type", "application/octet-stream")
         .body(stale)
         .send()
         .await

@@ -43,6 +43,18 @@ pub struct ServerConfig {
     pub join: bool,
 }
 
+/// What to tell sled for a page cache of `budget` bytes of memory. sled's `cache_capacity`
+/// counts pages at their on-disk size, and holds them decoded: measured here, the memory a
+/// node's cache takes is about 4x the capacity with compression and 2x without
+/// (docs/BENCHMARKS.md, "history"). So `--cache-mb` is the memory, and sled gets its share.
+fn sled_cache_bytes(budget: u64, compressed: bool) -> u64 {
+    if compressed {
+        budget / 4
+    } else {
+        budget / 2
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot open the data directory {0}: {1}")]
@@ -81,7 +93,8 @@ impl Node {
                 tracing::info!(compression = stored, "the data dir keeps the compression it was created with");
             }
         }
-        let db = open_db("db", cfg.cache_bytes - log_cache, cfg.compression)?;
+        let compressed = parley_storage::store::stored_compression(&state_dir).unwrap_or(cfg.compression);
+        let db = open_db("db", sled_cache_bytes(cfg.cache_bytes - log_cache, compressed), cfg.compression)?;
         // The raft log has its own db (see `NodeDbs`), never compressed: it is short-lived and
         // on the write path of every entry.
         let log_db = open_db("raft", log_cache, false)?;

@@ -152,7 +152,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// Opens a stopped node's journal tree with sled directly, runs `f` on it, flushes.
 pub fn with_journal_tree(data_dir: &Path, f: impl FnOnce(&sled::Tree, &sled::Tree)) {
-    let db = sled::Config::new().path(data_dir.join("db")).open().expect("open sled db");
+    let db = parley_storage::store::sled_config(&data_dir.join("db"), 8 << 20, false).open().expect("open sled db");
     let journal = db.open_tree("cursor_entry").expect("journal tree");
     let meta = db.open_tree("meta").expect("meta tree");
     f(&journal, &meta);
