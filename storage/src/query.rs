@@ -390,8 +390,14 @@ impl Store {
     /// Journal entries with cursor `>= from`, ascending, at most `limit`.
     pub fn journal(&self, from: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
         let mut out = Vec::new();
+        // Only the applied journal: entries staged past the head by a snapshot install are not
+        // the journal yet (`snapshot.rs`).
+        let head = self.applied_cursor();
         for item in self.journal_raw(from.max(1)).take(limit) {
             let (cursor, bytes) = item?;
+            if cursor > head {
+                break;
+            }
             out.push(JournalRecord::decode(cursor, &bytes)?.entry()?);
         }
         Ok(out)
