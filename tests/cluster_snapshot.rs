@@ -217,11 +217,16 @@ async fn follower_killed_in_the_middle_of_an_install_resumes_and_converges() {
     }
     assert!(killed_mid_install, "never caught the follower mid-install");
 
-    // Restarted, it finishes the interrupted install and converges on the same journal.
+    // Restarted, it finishes the interrupted install and converges on the same journal, and
+    // catching up never deposes the leader (a node mid-install does not call elections).
+    let term_before = c.info(s.leader).await.expect("leader answers")["term"].as_u64();
     c.spawn(s.follower);
     c.wait_ready(s.follower).await;
     let caught_up = c.wait_converged(&c.ids(), Duration::from_secs(60)).await;
     println!("FIGURES resumed install converged {} ms after ready", ms(caught_up));
+    let after = c.info(s.leader).await.expect("leader answers");
+    assert_eq!(after["term"].as_u64(), term_before, "the catch-up changed the term: {after}");
+    assert_eq!(after["leader_id"].as_u64(), Some(s.leader), "the catch-up changed the leader: {after}");
     assert!(
         c.log_tail(s.follower, 400).contains("resuming an interrupted snapshot install"),
         "the restarted follower did not resume its install:\n{}",

@@ -128,6 +128,35 @@ pub struct RaftNode {
     batcher: mpsc::Sender<Pending>,
     /// A handle on the state machine openraft drives (for install status and journal pages).
     state_machine: StateMachine,
+    /// Snapshot installs under way on this node (see [`NoElections`]).
+    installs: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Keeps this node from campaigning while it installs a snapshot. openraft sends heartbeats on
+/// the same replication stream as the snapshot, so a follower pulling a long journal hears no
+/// heartbeat for the whole install and would call an election every timeout, at ever higher
+/// terms; when it answered the leader afterwards, its term would depose a healthy leader. A
+/// node mid-install could not lead anyway (its state is behind), so it does not stand.
+struct NoElections {
+    raft: Raft,
+    installs: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl NoElections {
+    fn new(raft: &Raft, installs: &Arc<std::sync::atomic::AtomicUsize>) -> NoElections {
+        if installs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            raft.runtime_config().elect(false);
+        }
+        NoElections { raft: raft.clone(), installs: installs.clone() }
+    }
+}
+
+impl Drop for NoElections {
+    fn drop(&mut self) {
+        if self.installs.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.raft.runtime_config().elect(true);
+        }
+    }
 }
 
 /// A command waiting for the batcher, and where its outcome goes.
@@ -238,14 +267,17 @@ impl RaftNode {
         state_machine.set_journal_source(cfg.node_id, Arc::new(network.clone()));
         let sm = state_machine.clone();
         let raft = Raft::new(cfg.node_id, Arc::new(config), network, log_store, state_machine).await?;
+        let installs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         if sm.is_installing() {
             // A snapshot install was interrupted: finish it now rather than at the next entry,
             // so the node serves again as soon as it has the journal.
             let resume = sm.clone();
+            let quiet = NoElections::new(&raft, &installs);
             tokio::spawn(async move {
                 if let Err(e) = resume.resume_install().await {
                     tracing::error!(error = %e, "resuming the interrupted snapshot install failed");
                 }
+                drop(quiet);
             });
         }
         let (batcher, batch_rx) = mpsc::channel(4 * MAX_BATCH_COMMANDS);
@@ -258,6 +290,7 @@ impl RaftNode {
             secret: Arc::from(cfg.cluster_secret.as_slice()),
             batcher,
             state_machine: sm,
+            installs,
         };
 
         let members = cfg.members();
@@ -405,6 +438,7 @@ impl RaftNode {
     pub async fn handle_snapshot(&self, body: &[u8]) -> Result<Vec<u8>, InboundError> {
         let req: SnapshotRequest = wire::decode(body)?;
         let snapshot = Snapshot { meta: req.meta, snapshot: Box::new(req.manifest) };
+        let _quiet = NoElections::new(&self.raft, &self.installs);
         let answer = self.raft.install_full_snapshot(req.vote, snapshot).await;
         Ok(wire::encode(&answer)?)
     }
