@@ -30,6 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::Sha256;
 
+use crate::node::MAX_APPEND_BODY_BYTES;
 use crate::snapshot::JournalSource;
 use crate::types::{
     AppendEntriesRequest, AppendEntriesResponse, Node, NodeId, RemoteRaftError, RpcError, Snapshot, SnapshotResponse,
@@ -99,7 +100,12 @@ pub struct Network {
 impl Network {
     /// A network for node `node_id` at `addr`, signing with `secret`.
     pub fn new(node_id: NodeId, addr: &str, secret: &[u8]) -> Result<Network, reqwest::Error> {
-        let client = reqwest::Client::builder().connect_timeout(Duration::from_millis(500)).build()?;
+        // Idle connections are dropped before a peer's listener would close them (its header
+        // timeout, at least 1 s, also ends idle keep-alive), so an RPC never races that close.
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .pool_idle_timeout(Duration::from_millis(900))
+            .build()?;
         Ok(Network { node_id, addr: addr.to_string(), client, secret: Arc::from(secret) })
     }
 }
@@ -194,6 +200,21 @@ impl Connection {
         E: std::error::Error + DeserializeOwned,
     {
         let body = wire::encode(req).map_err(|e| RpcError::Network(NetworkError::new(&e)))?;
+        self.post_body(action, path, body, timeout).await
+    }
+
+    /// Posts an already encoded request body.
+    async fn post_body<Resp, E>(
+        &self,
+        action: RPCTypes,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError<E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let url = format!("{}{path}", self.base);
         let bytes = post_raw(&self.net.client, &self.net.secret, url, body, timeout)
             .await
@@ -222,14 +243,52 @@ impl Connection {
     }
 }
 
+/// How many leading entries of `rpc` fit in [`MAX_APPEND_BODY_BYTES`] (at least one: a single
+/// entry is one batch, far below the bound). `encoded` is the whole request's size, so what is
+/// not entries (vote, log ids) is counted too.
+fn append_prefix(rpc: &AppendEntriesRequest, encoded: usize) -> Result<usize, RpcError> {
+    let mut sizes = Vec::with_capacity(rpc.entries.len());
+    for entry in &rpc.entries {
+        sizes.push(wire::encode(entry).map_err(|e| RpcError::Network(NetworkError::new(&e)))?.len() - 1);
+    }
+    let mut total = encoded.saturating_sub(sizes.iter().sum()) as u64;
+    let mut keep = 0;
+    for size in sizes {
+        total += size as u64;
+        if total > MAX_APPEND_BODY_BYTES {
+            break;
+        }
+        keep += 1;
+    }
+    Ok(keep.max(1))
+}
+
 impl RaftNetwork<TypeConfig> for Connection {
     #[tracing::instrument(level = "debug", skip_all, err(Debug), fields(target = self.target, entries = rpc.entries.len()))]
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest,
+        mut rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RpcError> {
-        self.post(RPCTypes::AppendEntries, APPEND_PATH, &rpc, option.hard_ttl()).await
+        let encode =
+            |rpc: &AppendEntriesRequest| wire::encode(rpc).map_err(|e| RpcError::Network(NetworkError::new(&e)));
+        let mut body = encode(&rpc)?;
+        let mut truncated = false;
+        if body.len() as u64 > MAX_APPEND_BODY_BYTES && rpc.entries.len() > 1 {
+            // The follower would refuse it (413): send the prefix that fits, rarely needed.
+            let keep = append_prefix(&rpc, body.len())?;
+            rpc.entries.truncate(keep);
+            body = encode(&rpc)?;
+            truncated = true;
+        }
+        let last = rpc.entries.last().map(|e| e.log_id);
+        let resp: AppendEntriesResponse =
+            self.post_body(RPCTypes::AppendEntries, APPEND_PATH, body, option.hard_ttl()).await?;
+        Ok(match resp {
+            // Only the prefix was sent, so only it is matched; openraft sends the rest next.
+            AppendEntriesResponse::Success if truncated => AppendEntriesResponse::PartialSuccess(last),
+            other => other,
+        })
     }
 
     #[tracing::instrument(level = "debug", skip_all, err(Debug), fields(target = self.target, term = rpc.vote.leader_id.term))]
