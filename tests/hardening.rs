@@ -302,3 +302,49 @@ async fn the_data_dir_is_owner_only() {
     }
     assert!(seen >= 4, "expected the dbs' files and jwt.secret, saw {seen} files");
 }
+
+#[tokio::test]
+async fn a_stalled_body_is_answered_408_at_the_body_timeout() {
+    let server = TestServer::start_with(&["--body-timeout-secs", "1"]);
+    server.api().ready().await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let head = "POST /v1/users HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"user_id\"";
+    s.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let (status, text) = read_head(&mut s, Duration::from_secs(5)).await.expect("an answer, not a silent close");
+    assert_eq!(status, 408, "{text}");
+    assert_eq!(body_json(&text)["error"]["code"], json!("invalid_request"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
+}
+
+/// A 4-byte `/raft/{rpc}` body with a (wrong) signature header: the answer.
+async fn signed_garbage(addr: SocketAddr, rpc: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("POST /raft/{rpc} HTTP/1.1\r\nhost: x\r\nparley-raft-auth: 00\r\ncontent-length: 4\r\n\r\nabcd");
+    s.write_all(req.as_bytes()).await.unwrap();
+    read_head(&mut s, Duration::from_secs(2)).await.expect("an answer")
+}
+
+#[tokio::test]
+async fn journal_pages_have_their_own_bound_and_never_starve_votes() {
+    let server = TestServer::start_with(&["--cluster-secret", "hardening-secret"]);
+    server.api().ready().await;
+    // Journal requests that declare a small body and never send it each hold a permit (until
+    // the raft body timeout); past the journal pool the next is refused at once.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        let head = "POST /raft/journal HTTP/1.1\r\nhost: x\r\nparley-raft-auth: 00\r\ncontent-length: 100\r\n\r\n";
+        s.write_all(head.as_bytes()).await.unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, text) = signed_garbage(server.addr, "journal").await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.to_ascii_lowercase().contains("retry-after: "), "{text}");
+    assert_eq!(body_json(&text)["error"]["code"], json!("unavailable"), "{text}");
+    // A vote still gets a permit: it is read and its (bad) signature checked.
+    let (status, text) = signed_garbage(server.addr, "vote").await;
+    assert_eq!(status, 401, "{text}");
+    drop(held);
+}

@@ -246,10 +246,10 @@ impl Connection {
 /// How many leading entries of `rpc` fit in [`MAX_APPEND_BODY_BYTES`] (at least one: a single
 /// entry is one batch, far below the bound). `encoded` is the whole request's size, so what is
 /// not entries (vote, log ids) is counted too.
-fn append_prefix(rpc: &AppendEntriesRequest, encoded: usize) -> Result<usize, RpcError> {
+fn append_prefix(rpc: &AppendEntriesRequest, encoded: usize) -> Result<usize, wire::WireError> {
     let mut sizes = Vec::with_capacity(rpc.entries.len());
     for entry in &rpc.entries {
-        sizes.push(wire::encode(entry).map_err(|e| RpcError::Network(NetworkError::new(&e)))?.len() - 1);
+        sizes.push(wire::encode(entry)?.len() - 1);
     }
     let mut total = encoded.saturating_sub(sizes.iter().sum()) as u64;
     let mut keep = 0;
@@ -270,15 +270,14 @@ impl RaftNetwork<TypeConfig> for Connection {
         mut rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RpcError> {
-        let encode =
-            |rpc: &AppendEntriesRequest| wire::encode(rpc).map_err(|e| RpcError::Network(NetworkError::new(&e)));
-        let mut body = encode(&rpc)?;
+        let net = |e: wire::WireError| RpcError::Network(NetworkError::new(&e));
+        let mut body = wire::encode(&rpc).map_err(net)?;
         let mut truncated = false;
         if body.len() as u64 > MAX_APPEND_BODY_BYTES && rpc.entries.len() > 1 {
             // The follower would refuse it (413): send the prefix that fits, rarely needed.
-            let keep = append_prefix(&rpc, body.len())?;
+            let keep = append_prefix(&rpc, body.len()).map_err(net)?;
             rpc.entries.truncate(keep);
-            body = encode(&rpc)?;
+            body = wire::encode(&rpc).map_err(net)?;
             truncated = true;
         }
         let last = rpc.entries.last().map(|e| e.log_id);
@@ -359,6 +358,43 @@ mod tests {
             sign(b"Jefe", b"what do ya want for nothing?"),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    /// An append larger than a follower reads is cut to the prefix that fits, never to nothing.
+    #[test]
+    fn an_oversized_append_is_cut_to_the_prefix_that_fits() {
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+        use parley_storage::{Command, CommandKind};
+        const ENTRY: usize = 8 << 20;
+        let entry = |index| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(parley_storage::CommandBatch {
+                commands: vec![Command {
+                    ts: 1,
+                    kind: CommandKind::Register {
+                        user_id: "alice".into(),
+                        display_name: "x".repeat(ENTRY),
+                        password_hash: String::new(),
+                    },
+                }],
+            }),
+        };
+        let mut rpc = AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: (1..=10).map(entry).collect(),
+        };
+        let encoded = wire::encode(&rpc).unwrap().len();
+        assert!(encoded as u64 > MAX_APPEND_BODY_BYTES);
+        let keep = append_prefix(&rpc, encoded).unwrap();
+        assert_eq!(keep as u64, MAX_APPEND_BODY_BYTES / ENTRY as u64 - 1, "8 MiB entries under a 64 MiB cap");
+        rpc.entries.truncate(keep);
+        assert!(wire::encode(&rpc).unwrap().len() as u64 <= MAX_APPEND_BODY_BYTES);
+        // A single entry is always sent, whatever its size.
+        rpc.entries.truncate(1);
+        let one = wire::encode(&rpc).unwrap().len();
+        assert_eq!(append_prefix(&rpc, one).unwrap(), 1);
     }
 
     #[test]
