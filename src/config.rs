@@ -66,6 +66,17 @@ pub struct ServeArgs {
     /// keeps its setting [default: true].
     #[arg(long, env = "PARLEY_COMPRESSION")]
     pub compression: Option<bool>,
+    /// Seconds a request's headers may take to arrive; a connection that sends none for this
+    /// long (slowloris, or an idle keep-alive) is closed; at least 1 [default: 10].
+    #[arg(long, env = "PARLEY_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a request body may take to arrive, else 408; at least 1 [default: 30].
+    #[arg(long, env = "PARLEY_BODY_TIMEOUT_SECS")]
+    pub body_timeout_secs: Option<u64>,
+    /// Connections one IP address may hold open (WebSockets included); more are closed at
+    /// accept; 0 = no cap [default: 512].
+    #[arg(long, env = "PARLEY_MAX_CONNS_PER_IP")]
+    pub max_conns_per_ip: Option<usize>,
     /// Join an existing cluster: never initialise one; wait until its leader adds this node
     /// (`parley members add`). Needs --cluster-secret.
     #[arg(long, env = "PARLEY_JOIN")]
@@ -92,6 +103,9 @@ struct FileConfig {
     cache_mb: Option<u64>,
     snapshot_every: Option<u64>,
     compression: Option<bool>,
+    header_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    max_conns_per_ip: Option<usize>,
     join: Option<bool>,
 }
 
@@ -130,6 +144,9 @@ pub struct Settings {
     pub cache_mb: u64,
     pub snapshot_every: u64,
     pub compression: bool,
+    pub header_timeout_secs: u64,
+    pub body_timeout_secs: u64,
+    pub max_conns_per_ip: usize,
     pub join: bool,
 }
 
@@ -184,6 +201,9 @@ impl ServeArgs {
             cache_mb: self.cache_mb.or(file.cache_mb).unwrap_or(256).max(8),
             snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(2_000).max(1),
             compression: self.compression.or(file.compression).unwrap_or(true),
+            header_timeout_secs: self.header_timeout_secs.or(file.header_timeout_secs).unwrap_or(10).max(1),
+            body_timeout_secs: self.body_timeout_secs.or(file.body_timeout_secs).unwrap_or(30).max(1),
+            max_conns_per_ip: self.max_conns_per_ip.or(file.max_conns_per_ip).unwrap_or(512),
             join,
         })
     }
@@ -232,6 +252,17 @@ mod tests {
         assert_eq!(s.admin_token.as_deref(), Some("flag"));
         assert_eq!(s.ws_queue, 7);
         assert_eq!(s.data_dir, PathBuf::from("parley-data"));
+        assert_eq!((s.header_timeout_secs, s.body_timeout_secs, s.max_conns_per_ip), (10, 30, 512));
+    }
+
+    #[test]
+    fn connection_limits_come_from_the_file_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "header_timeout_secs = 0\nbody_timeout_secs = 5\nmax_conns_per_ip = 0\n").unwrap();
+        let s = ServeArgs { config: Some(path), ..Default::default() }.resolve().unwrap();
+        // A zero header timeout would close every connection at once: at least 1 s.
+        assert_eq!((s.header_timeout_secs, s.body_timeout_secs, s.max_conns_per_ip), (1, 5, 0));
     }
 
     #[test]

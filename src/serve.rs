@@ -4,12 +4,14 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use parley_api::listener::ConnLimits;
 use parley_api::{ApiConfig, Node, ServerConfig};
 
 use crate::config::{ServeArgs, Settings};
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
     let settings = args.resolve().map_err(|e| e.to_string())?;
+    owner_only_files();
     return_large_allocations_to_the_os();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(serve(settings))
@@ -19,7 +21,7 @@ async fn serve(s: Settings) -> Result<(), String> {
     let listener =
         tokio::net::TcpListener::bind(&s.http).await.map_err(|e| format!("cannot listen on {}: {e}", s.http))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&s.data_dir).map_err(|e| format!("cannot create {}: {e}", s.data_dir.display()))?;
+    parley_api::data_dir::create(&s.data_dir).map_err(|e| format!("cannot create {}: {e}", s.data_dir.display()))?;
     let jwt_secret = jwt_secret(&s)?;
     let advertise =
         s.advertise.clone().or_else(|| s.peers.get(&s.node_id).cloned()).unwrap_or_else(|| bound.to_string());
@@ -41,11 +43,16 @@ async fn serve(s: Settings) -> Result<(), String> {
             rate_limit_per_user: s.rate_limit_per_user,
             login_rate_limit: s.login_rate_limit,
             max_group_members: s.max_group_members,
+            body_timeout: Duration::from_secs(s.body_timeout_secs),
         },
         cache_bytes: s.cache_mb * 1024 * 1024,
         snapshot_logs_since_last: s.snapshot_every,
         compression: s.compression,
         join: s.join,
+        conn_limits: ConnLimits {
+            header_timeout: Duration::from_secs(s.header_timeout_secs),
+            max_per_ip: s.max_conns_per_ip,
+        },
     };
     let node = Node::start(cfg, listener).await.map_err(|e| e.to_string())?;
     let state = node.state.clone();
@@ -113,6 +120,17 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Every file this process creates is owner-only (0600, directories 0700): sled creates the
+/// database files itself with the default mode, so the umask is the one place that reaches
+/// them from their first byte (parley_api::data_dir also tightens what already exists).
+fn owner_only_files() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
     }
 }
 

@@ -15,11 +15,18 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds to send as `Retry-After` (a refusal the client should simply retry later).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -44,6 +51,18 @@ impl ApiError {
 
     pub fn payload_too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    /// A write route's body that is not declared `application/json`: refused before it is read,
+    /// so an HTML form (which can only send `text/plain`, urlencoded or multipart) can never
+    /// drive a JSON endpoint cross-site. The contract has no 415 code, so `invalid_request`.
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request", message)
+    }
+
+    /// A body that did not arrive in time (a slow or stalled sender holding a connection).
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "invalid_request", message)
     }
 
     pub fn rate_limited(message: impl Into<String>) -> Self {
@@ -92,6 +111,9 @@ impl Reply for ApiError {
     fn into_response(self) -> Response {
         let mut resp = warp::reply::json(&self.body()).into_response();
         *resp.status_mut() = self.status;
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(warp::http::header::RETRY_AFTER, secs.into());
+        }
         resp
     }
 }

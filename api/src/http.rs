@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -76,15 +77,68 @@ pub fn with(state: &Arc<AppState>) -> impl Filter<Extract = (Arc<AppState>,), Er
     warp::any().map(move || s.clone())
 }
 
-/// The request body, up to `limit` bytes; larger is `payload_too_large`. Never rejects.
-pub fn body(limit: u64) -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = warp::Rejection> + Clone {
+/// A JSON write route's body, up to `limit` bytes, within the node's body timeout. Never
+/// rejects: a body not declared JSON is 415 (checked before a byte is read: the CSRF guard), a
+/// larger one `payload_too_large`, a late one 408.
+pub fn body(
+    s: &Arc<AppState>,
+    limit: u64,
+) -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = warp::Rejection> + Clone {
+    let timeout = s.cfg.body_timeout;
     warp::header::headers_cloned().and(warp::body::stream()).then(move |headers: HeaderMap, stream| async move {
-        let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(ApiError::payload_too_large(format!("request body is larger than {limit} bytes")));
-        }
-        collect(stream, limit).await
+        require_json(&headers)?;
+        read_body(&headers, stream, limit, timeout).await
     })
+}
+
+/// Refuses a body that is not declared `application/json` (parameters such as `charset` are
+/// fine). A browser sends a cross-site form or a "simple" fetch only as `text/plain`,
+/// urlencoded or multipart; requiring JSON makes every such request a preflighted one, which
+/// stops login CSRF. A request with no body at all needs no type (it gets the route's own
+/// "a JSON body is required").
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let chunked = headers.contains_key(warp::http::header::TRANSFER_ENCODING);
+    if !chunked && declared_length(headers).unwrap_or(0) == 0 {
+        return Ok(());
+    }
+    let essence = headers
+        .get(warp::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim());
+    match essence {
+        Some(t) if t.eq_ignore_ascii_case("application/json") => Ok(()),
+        Some(t) => Err(ApiError::unsupported_media_type(format!("the body must be application/json, not {t:?}"))),
+        None => Err(ApiError::unsupported_media_type("the body must be sent as content-type: application/json")),
+    }
+}
+
+/// The `content-length` a request declares, if any.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(warp::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+}
+
+/// Reads a body of at most `limit` bytes within `timeout`. A declared length over the limit is
+/// refused before anything is read; a chunked body is cut off as soon as it passes the limit;
+/// either way nothing past `limit` is ever buffered, and a stalled sender is dropped at
+/// `timeout` instead of holding its connection and buffer.
+pub async fn read_body<S, B>(headers: &HeaderMap, stream: S, limit: u64, timeout: Duration) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    if declared_length(headers).is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    match tokio::time::timeout(timeout, collect(stream, limit)).await {
+        Ok(body) => body,
+        Err(_) => {
+            Err(ApiError::request_timeout(format!("the request body was not received within {} s", timeout.as_secs())))
+        }
+    }
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::payload_too_large(format!("request body is larger than {limit} bytes"))
 }
 
 async fn collect<S, B>(stream: S, limit: u64) -> Result<Bytes, ApiError>
@@ -97,7 +151,7 @@ where
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| ApiError::invalid("could not read the request body"))?;
         if (buf.len() + chunk.remaining()) as u64 > limit {
-            return Err(ApiError::payload_too_large(format!("request body is larger than {limit} bytes")));
+            return Err(too_large(limit));
         }
         buf.put(chunk);
     }
@@ -211,7 +265,17 @@ impl AppState {
         Ok(())
     }
 
-    /// Honours `?min_cursor=N` on reads.
+    /// The authenticated user of a read, then `?min_cursor=N` honoured: in that order, so an
+    /// unauthenticated request is refused at once instead of holding a connection for the
+    /// whole apply wait.
+    pub async fn reader(&self, r: &Req) -> Result<AuthUser, ApiError> {
+        let me = self.user(r).await?;
+        self.read_gate(r).await?;
+        Ok(me)
+    }
+
+    /// Honours `?min_cursor=N` on reads. Call it only once the caller is authenticated (or
+    /// on a route the contract leaves public): it may wait [`APPLY_WAIT`](crate::state::APPLY_WAIT).
     pub async fn read_gate(&self, r: &Req) -> Result<(), ApiError> {
         if let Some(c) = r.u64_param("min_cursor")? {
             self.wait_applied(c).await?;

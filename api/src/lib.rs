@@ -6,22 +6,26 @@
 //!
 //! # Layout
 //! - [`server`]: start a node (store, raft, hub) and serve it until shutdown.
+//! - [`data_dir`]: owner-only permissions of the data directory.
 //! - [`state`]: shared state, configuration and the write path (propose, forward, wait).
 //! - [`routes`]: one module per resource (users, friends, conversations, groups, sync, ops,
 //!   raft RPC), composed in [`routes::all`].
 //! - [`ws`]: a WebSocket connection: catch-up, live pulls, requests, slow-consumer close.
 //! - [`hub`]: which sockets are open and whom an applied entry wakes.
 //! - [`auth`]: argon2id passwords, JWTs bound to replicated sessions, the admin token.
+//! - [`listener`]: the accept loop: header timeout, per-IP connection cap, graceful stop.
 //! - [`limits`]: per-user send and failed-login rate limits.
 //! - [`http`]: request context, bodies, JSON parsing, responses with `Parley-Cursor`.
 //! - [`render`]: JSON shapes of the contract.
 //! - [`error`]: the API error type and its mapping to status and code.
 //! - [`metrics`]: Prometheus text.
 pub mod auth;
+pub mod data_dir;
 pub mod error;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod render;
 pub mod routes;

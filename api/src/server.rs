@@ -11,11 +11,12 @@ use std::time::Duration;
 use parley_raft::{LogStore, NodeConfig, NodeDbs, RaftNode};
 use parley_storage::Store;
 use tokio::net::TcpListener;
-use warp::Filter;
+use warp::{Filter, Reply};
 
 use crate::auth::Auth;
 use crate::hub::Hub;
 use crate::limits::{LoginLimiter, SendLimiter};
+use crate::listener::ConnLimits;
 use crate::metrics::Metrics;
 use crate::state::{ApiConfig, AppState};
 
@@ -23,6 +24,9 @@ use crate::state::{ApiConfig, AppState};
 /// The raft log db's share of the cache: entries are read back only to replicate them and to
 /// re-apply after a restart, and the log is short (purged behind every snapshot).
 const RAFT_LOG_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// How long the forwarding client keeps an idle connection (see `Node::start`).
+const FORWARD_POOL_IDLE: Duration = Duration::from_millis(900);
 
 /// Everything a node needs to run.
 #[derive(Debug, Clone)]
@@ -41,6 +45,8 @@ pub struct ServerConfig {
     pub compression: bool,
     /// Join an existing cluster: never initialise one, wait to be added by its leader.
     pub join: bool,
+    /// Header timeout and per-IP connection cap of the listener.
+    pub conn_limits: ConnLimits,
 }
 
 /// What to tell sled for a page cache of `budget` bytes of memory. sled's `cache_capacity`
@@ -73,6 +79,7 @@ pub enum ServerError {
 pub struct Node {
     pub state: Arc<AppState>,
     listener: TcpListener,
+    conn_limits: ConnLimits,
 }
 
 impl Node {
@@ -80,7 +87,7 @@ impl Node {
     /// busy port cleanly and tests can bind port 0).
     pub async fn start(cfg: ServerConfig, listener: TcpListener) -> Result<Node, ServerError> {
         let open_error = |e: &dyn std::fmt::Display| ServerError::Open(cfg.data_dir.clone(), e.to_string());
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| open_error(&e))?;
+        crate::data_dir::create(&cfg.data_dir).map_err(|e| open_error(&e))?;
         let open_db = |dir: &str, cache: u64, compress: bool| {
             parley_storage::store::sled_config(&cfg.data_dir.join(dir), cache, compress)
                 .open()
@@ -101,9 +108,12 @@ impl Node {
         if LogStore::adopt_legacy(&db, &log_db).map_err(|e| open_error(&e))? {
             tracing::info!("moved the raft log into its own db (data dir from an earlier version)");
         }
+        // sled has created its files by now (with the process umask): make all of it owner-only.
+        crate::data_dir::restrict(&cfg.data_dir).map_err(|e| open_error(&e))?;
         let dbs = NodeDbs { state: db.clone(), log: log_db };
         let store = Store::open(db)?;
         let hub = Hub::new(store.clone());
+        let conn_limits = cfg.conn_limits;
         let node_cfg = NodeConfig {
             node_id: cfg.node_id,
             addr: cfg.advertise_addr.clone(),
@@ -120,6 +130,9 @@ impl Node {
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(2))
             .pool_max_idle_per_host(64)
+            // Below the listeners' header timeout (which closes idle keep-alive connections),
+            // so a forward never picks a pooled connection the leader is just closing.
+            .pool_idle_timeout(FORWARD_POOL_IDLE)
             .build()?;
         let state = Arc::new(AppState {
             auth: Auth::new(&cfg.api.jwt_secret, cfg.api.admin_token.clone())?,
@@ -131,8 +144,9 @@ impl Node {
             hub,
             metrics: Metrics::default(),
             http,
+            raft_gates: Default::default(),
         });
-        Ok(Node { state, listener })
+        Ok(Node { state, listener, conn_limits })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -153,8 +167,8 @@ impl Node {
 
     /// Serves until `shutdown` resolves, then closes sockets, stops raft and flushes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
-        let Node { state, listener } = self;
-        let routes = crate::routes::all(&state).with(warp::trace::request());
+        let Node { state, listener, conn_limits } = self;
+        let routes = crate::routes::all(&state).with(warp::trace::request()).map(Reply::into_response).boxed();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let hub = state.hub.clone();
         let signal = async move {
@@ -163,7 +177,7 @@ impl Node {
             hub.shutdown();
             let _ = stop_tx.send(true);
         };
-        let server = warp::serve(routes).incoming(listener).graceful(signal).run();
+        let server = crate::listener::serve(listener, routes, conn_limits, signal);
         let mut stop_rx2 = stop_rx.clone();
         tokio::select! {
             _ = server => {}

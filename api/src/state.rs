@@ -30,6 +30,8 @@ pub struct ApiConfig {
     pub rate_limit_per_user: u32,
     pub login_rate_limit: u32,
     pub max_group_members: u64,
+    /// How long a request body may take to arrive (`--body-timeout-secs`).
+    pub body_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -44,6 +46,7 @@ impl Default for ApiConfig {
             rate_limit_per_user: 500,
             login_rate_limit: 20,
             max_group_members: 10_000,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -66,6 +69,8 @@ pub struct AppState {
     pub send_limiter: SendLimiter,
     pub login_limiter: LoginLimiter,
     pub http: reqwest::Client,
+    /// Bounds on concurrent inbound raft RPCs (`routes/raft.rs`).
+    pub raft_gates: crate::routes::raft::RaftGates,
 }
 
 pub fn now_ms() -> u64 {

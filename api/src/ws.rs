@@ -39,6 +39,7 @@ use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::http::{req, with, Req};
 use crate::hub::Kick;
+use crate::listener::ConnSlot;
 use crate::routes::conversations::{mark_read, send_message, SendBody};
 use crate::routes::sync::{page, PageFrame};
 use crate::state::{now_ms, AppState};
@@ -67,7 +68,11 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(req())
         // hyper puts it in the request's extensions when the request asks for an upgrade.
         .and(warp::ext::optional::<OnUpgrade>())
-        .then(|s: Arc<AppState>, r: Req, on_upgrade: Option<OnUpgrade>| upgrade(s, r, on_upgrade))
+        // The connection's per-IP slot (listener.rs): the socket holds it while it is open.
+        .and(warp::ext::optional::<ConnSlot>())
+        .then(|s: Arc<AppState>, r: Req, on_upgrade: Option<OnUpgrade>, slot: Option<ConnSlot>| {
+            upgrade(s, r, on_upgrade, slot)
+        })
         .boxed()
 }
 
@@ -112,7 +117,7 @@ fn handshake(headers: &HeaderMap, on_upgrade: Option<OnUpgrade>) -> Result<(Head
     }
 }
 
-async fn upgrade(s: Arc<AppState>, r: Req, on_upgrade: Option<OnUpgrade>) -> Response {
+async fn upgrade(s: Arc<AppState>, r: Req, on_upgrade: Option<OnUpgrade>, slot: Option<ConnSlot>) -> Response {
     let (key, on_upgrade) = match handshake(&r.headers, on_upgrade) {
         Ok(k) => k,
         Err(e) => return e.into_response(),
@@ -138,6 +143,7 @@ async fn upgrade(s: Arc<AppState>, r: Req, on_upgrade: Option<OnUpgrade>) -> Res
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(socket_config())).await;
         let span = tracing::info_span!("ws", user = %user.user_id);
         tracing::Instrument::instrument(serve(s, user, socket), span).await;
+        drop(slot);
     });
     let mut resp = Response::default();
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -34,7 +34,7 @@ bench_start_node() {
   shift 3
   (ulimit -n 65536 2>/dev/null || true
    exec "$PARLEY" serve --data-dir "$data" --http "127.0.0.1:$port" --admin-token bench \
-     --rate-limit-per-user 0 "$@" >>"$log.out" 2>>"$log.log") &
+     --rate-limit-per-user 0 --max-conns-per-ip 0 "$@" >>"$log.out" 2>>"$log.log") &
   BENCH_PID=$!
   BENCH_PIDS+=("$BENCH_PID")
 }

@@ -30,6 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::Sha256;
 
+use crate::node::MAX_APPEND_BODY_BYTES;
 use crate::snapshot::JournalSource;
 use crate::types::{
     AppendEntriesRequest, AppendEntriesResponse, Node, NodeId, RemoteRaftError, RpcError, Snapshot, SnapshotResponse,
@@ -99,7 +100,12 @@ pub struct Network {
 impl Network {
     /// A network for node `node_id` at `addr`, signing with `secret`.
     pub fn new(node_id: NodeId, addr: &str, secret: &[u8]) -> Result<Network, reqwest::Error> {
-        let client = reqwest::Client::builder().connect_timeout(Duration::from_millis(500)).build()?;
+        // Idle connections are dropped before a peer's listener would close them (its header
+        // timeout, at least 1 s, also ends idle keep-alive), so an RPC never races that close.
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .pool_idle_timeout(Duration::from_millis(900))
+            .build()?;
         Ok(Network { node_id, addr: addr.to_string(), client, secret: Arc::from(secret) })
     }
 }
@@ -194,6 +200,21 @@ impl Connection {
         E: std::error::Error + DeserializeOwned,
     {
         let body = wire::encode(req).map_err(|e| RpcError::Network(NetworkError::new(&e)))?;
+        self.post_body(action, path, body, timeout).await
+    }
+
+    /// Posts an already encoded request body.
+    async fn post_body<Resp, E>(
+        &self,
+        action: RPCTypes,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError<E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let url = format!("{}{path}", self.base);
         let bytes = post_raw(&self.net.client, &self.net.secret, url, body, timeout)
             .await
@@ -222,14 +243,51 @@ impl Connection {
     }
 }
 
+/// How many leading entries of `rpc` fit in [`MAX_APPEND_BODY_BYTES`] (at least one: a single
+/// entry is one batch, far below the bound). `encoded` is the whole request's size, so what is
+/// not entries (vote, log ids) is counted too.
+fn append_prefix(rpc: &AppendEntriesRequest, encoded: usize) -> Result<usize, wire::WireError> {
+    let mut sizes = Vec::with_capacity(rpc.entries.len());
+    for entry in &rpc.entries {
+        sizes.push(wire::encode(entry)?.len() - 1);
+    }
+    let mut total = encoded.saturating_sub(sizes.iter().sum()) as u64;
+    let mut keep = 0;
+    for size in sizes {
+        total += size as u64;
+        if total > MAX_APPEND_BODY_BYTES {
+            break;
+        }
+        keep += 1;
+    }
+    Ok(keep.max(1))
+}
+
 impl RaftNetwork<TypeConfig> for Connection {
     #[tracing::instrument(level = "debug", skip_all, err(Debug), fields(target = self.target, entries = rpc.entries.len()))]
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest,
+        mut rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RpcError> {
-        self.post(RPCTypes::AppendEntries, APPEND_PATH, &rpc, option.hard_ttl()).await
+        let net = |e: wire::WireError| RpcError::Network(NetworkError::new(&e));
+        let mut body = wire::encode(&rpc).map_err(net)?;
+        let mut truncated = false;
+        if body.len() as u64 > MAX_APPEND_BODY_BYTES && rpc.entries.len() > 1 {
+            // The follower would refuse it (413): send the prefix that fits, rarely needed.
+            let keep = append_prefix(&rpc, body.len()).map_err(net)?;
+            rpc.entries.truncate(keep);
+            body = wire::encode(&rpc).map_err(net)?;
+            truncated = true;
+        }
+        let last = rpc.entries.last().map(|e| e.log_id);
+        let resp: AppendEntriesResponse =
+            self.post_body(RPCTypes::AppendEntries, APPEND_PATH, body, option.hard_ttl()).await?;
+        Ok(match resp {
+            // Only the prefix was sent, so only it is matched; openraft sends the rest next.
+            AppendEntriesResponse::Success if truncated => AppendEntriesResponse::PartialSuccess(last),
+            other => other,
+        })
     }
 
     #[tracing::instrument(level = "debug", skip_all, err(Debug), fields(target = self.target, term = rpc.vote.leader_id.term))]
@@ -300,6 +358,43 @@ mod tests {
             sign(b"Jefe", b"what do ya want for nothing?"),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    /// An append larger than a follower reads is cut to the prefix that fits, never to nothing.
+    #[test]
+    fn an_oversized_append_is_cut_to_the_prefix_that_fits() {
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+        use parley_storage::{Command, CommandKind};
+        const ENTRY: usize = 8 << 20;
+        let entry = |index| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(parley_storage::CommandBatch {
+                commands: vec![Command {
+                    ts: 1,
+                    kind: CommandKind::Register {
+                        user_id: "alice".into(),
+                        display_name: "x".repeat(ENTRY),
+                        password_hash: String::new(),
+                    },
+                }],
+            }),
+        };
+        let mut rpc = AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: (1..=10).map(entry).collect(),
+        };
+        let encoded = wire::encode(&rpc).unwrap().len();
+        assert!(encoded as u64 > MAX_APPEND_BODY_BYTES);
+        let keep = append_prefix(&rpc, encoded).unwrap();
+        assert_eq!(keep as u64, MAX_APPEND_BODY_BYTES / ENTRY as u64 - 1, "8 MiB entries under a 64 MiB cap");
+        rpc.entries.truncate(keep);
+        assert!(wire::encode(&rpc).unwrap().len() as u64 <= MAX_APPEND_BODY_BYTES);
+        // A single entry is always sent, whatever its size.
+        rpc.entries.truncate(1);
+        let one = wire::encode(&rpc).unwrap().len();
+        assert_eq!(append_prefix(&rpc, one).unwrap(), 1);
     }
 
     #[test]

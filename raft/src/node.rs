@@ -43,6 +43,12 @@ pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
 pub const LOGS_KEPT_BEHIND_SNAPSHOT: u64 = 1000;
 /// Most entries in one append-entries RPC (and so in one apply batch on a follower).
 pub const MAX_PAYLOAD_ENTRIES: u64 = 512;
+/// The largest `/raft/append` body a node reads: room for 64 full batches (an entry is one
+/// batch, about [`MAX_BATCH_BYTES`] at most). An append of [`MAX_PAYLOAD_ENTRIES`] entries can
+/// be larger (a follower far behind, large batches): the sender then sends the prefix that
+/// fits and reports it as a partial success ([`crate::network`]), so the bound never stalls
+/// replication, and a node never buffers more than this for a request it cannot yet verify.
+pub const MAX_APPEND_BODY_BYTES: u64 = 64 * MAX_BATCH_BYTES as u64;
 
 /// How to run this node.
 #[derive(Debug, Clone)]

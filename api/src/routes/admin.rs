@@ -76,7 +76,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(body(ADMIN_BODY_LIMIT))
+        .and(body(s, ADMIN_BODY_LIMIT))
         .then(|s: Arc<AppState>, r: Req, b| async move {
             respond(s.clone(), admin(s, r, Method::POST, "/v1/admin/cluster/learners".into(), b, Op::Learner)).await
         });
@@ -84,7 +84,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(body(ADMIN_BODY_LIMIT))
+        .and(body(s, ADMIN_BODY_LIMIT))
         .then(|s: Arc<AppState>, r: Req, b| async move {
             respond(s.clone(), admin(s, r, Method::POST, "/v1/admin/cluster/voters".into(), b, Op::Voters)).await
         });
@@ -92,7 +92,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::put())
         .and(with(s))
         .and(req())
-        .and(body(ADMIN_BODY_LIMIT))
+        .and(body(s, ADMIN_BODY_LIMIT))
         .then(|s: Arc<AppState>, r: Req, b| async move {
             respond(s.clone(), admin(s, r, Method::PUT, "/v1/admin/cluster/membership".into(), b, Op::Membership)).await
         });

@@ -30,7 +30,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(body(limit))
+        .and(body(s, limit))
         .then(|c: String, s: Arc<AppState>, r, b| async move { respond(s.clone(), send(s, r, c, b)).await });
     let history = warp::path!("v1" / "conversations" / String / "messages")
         .and(warp::get())
@@ -41,7 +41,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(body(limit))
+        .and(body(s, limit))
         .then(|c: String, s: Arc<AppState>, r, b| async move { respond(s.clone(), read(s, r, c, b)).await });
     let revoke = warp::path!("v1" / "conversations" / String / "messages" / String / "revoke")
         .and(warp::post())
@@ -54,8 +54,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
 }
 
 async fn list(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
-    s.read_gate(&r).await?;
-    let me = s.user(&r).await?;
+    let me = s.reader(&r).await?;
     // Read the cursor first: the list reflects at least this much, so syncing from it later
     // cannot miss anything (it may repeat a little, which clients dedupe by cursor).
     let cursor = s.store.applied_cursor();
@@ -131,8 +130,7 @@ pub fn visible_floor(s: &AppState, user: &str, conv_id: &str) -> Result<u64, Api
 }
 
 async fn history(s: Arc<AppState>, r: Req, conv: String) -> Result<Response, ApiError> {
-    s.read_gate(&r).await?;
-    let me = s.user(&r).await?;
+    let me = s.reader(&r).await?;
     let conv = segment(&conv)?;
     let floor = visible_floor(&s, &me.user_id, &conv)?;
     let limit = match r.u64_param("limit")? {

@@ -20,7 +20,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(body(limit))
+        .and(body(s, limit))
         .then(|s: Arc<AppState>, r, b| async move { respond(s.clone(), request(s, r, b)).await });
     let requests = warp::path!("v1" / "friends" / "requests")
         .and(warp::get())
@@ -103,8 +103,7 @@ async fn request(s: Arc<AppState>, r: Req, b: Result<bytes::Bytes, ApiError>) ->
 }
 
 async fn requests(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
-    s.read_gate(&r).await?;
-    let me = s.user(&r).await?;
+    let me = s.reader(&r).await?;
     let (incoming, outgoing) = s.store.friend_requests(&me.user_id)?;
     let incoming: Vec<_> =
         incoming.into_iter().map(|(from, q)| json!({"from": from, "note": q.note, "ts": q.ts})).collect();
@@ -125,8 +124,7 @@ async fn answer(s: Arc<AppState>, r: Req, from: String, accept: bool) -> Result<
 }
 
 async fn friends(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
-    s.read_gate(&r).await?;
-    let me = s.user(&r).await?;
+    let me = s.reader(&r).await?;
     let friends: Vec<_> =
         s.store.friends(&me.user_id)?.into_iter().map(|(u, since)| json!({"user_id": u, "since": since})).collect();
     Ok(json_reply(StatusCode::OK, &json!({ "friends": friends })))
@@ -152,7 +150,6 @@ async fn set_block(s: Arc<AppState>, r: Req, target: String, on: bool) -> Result
 }
 
 async fn list_blocks(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
-    s.read_gate(&r).await?;
-    let me = s.user(&r).await?;
+    let me = s.reader(&r).await?;
     Ok(json_reply(StatusCode::OK, &json!({ "blocked": s.store.blocks(&me.user_id)? })))
 }

@@ -25,7 +25,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(body(limit))
+        .and(body(s, limit))
         .then(|s: Arc<AppState>, r, b| async move { respond(s.clone(), create(s, r, b)).await });
     let mine = warp::path!("v1" / "groups")
         .and(warp::get())
@@ -41,7 +41,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::patch())
         .and(with(s))
         .and(req())
-        .and(body(limit))
+        .and(body(s, limit))
         .then(|g: String, s: Arc<AppState>, r, b| async move { respond(s.clone(), update(s, r, g, b)).await });
     let dismiss = warp::path!("v1" / "groups" / String)
         .and(warp::delete())
@@ -52,7 +52,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(body(limit))
+        .and(body(s, limit))
         .then(|g: String, s: Arc<AppState>, r, b| async move { respond(s.clone(), add(s, r, g, b)).await });
     let kick =
         warp::path!("v1" / "groups" / String / "members" / String).and(warp::delete()).and(with(s)).and(req()).then(
@@ -67,7 +67,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::put())
         .and(with(s))
         .and(req())
-        .and(body(limit))
+        .and(body(s, limit))
         .then(
             |g: String, u: String, s: Arc<AppState>, r, b| async move { respond(s.clone(), role(s, r, g, u, b)).await },
         );
@@ -75,13 +75,13 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(body(limit))
+        .and(body(s, limit))
         .then(|g: String, s: Arc<AppState>, r, b| async move { respond(s.clone(), transfer(s, r, g, b)).await });
     let mute = warp::path!("v1" / "groups" / String / "members" / String / "mute")
         .and(warp::put())
         .and(with(s))
         .and(req())
-        .and(body(limit))
+        .and(body(s, limit))
         .then(
             |g: String, u: String, s: Arc<AppState>, r, b| async move { respond(s.clone(), mute(s, r, g, u, b)).await },
         );
@@ -148,8 +148,7 @@ async fn create(s: Arc<AppState>, r: Req, b: Body) -> Result<Response, ApiError>
 }
 
 async fn mine(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
-    s.read_gate(&r).await?;
-    let me = s.user(&r).await?;
+    let me = s.reader(&r).await?;
     let mut groups = Vec::new();
     for g in s.store.groups_of(&me.user_id)? {
         groups.push(group_json(&s, g)?);
@@ -158,8 +157,7 @@ async fn mine(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
 }
 
 async fn get(s: Arc<AppState>, r: Req, g: String) -> Result<Response, ApiError> {
-    s.read_gate(&r).await?;
-    let me = s.user(&r).await?;
+    let me = s.reader(&r).await?;
     let g = gid(&g)?;
     if s.store.group(g)?.is_none() {
         return Err(ApiError::not_found(format!("no group {g}")));

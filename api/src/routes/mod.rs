@@ -12,6 +12,8 @@ pub mod users;
 use std::sync::Arc;
 
 use warp::filters::BoxedFilter;
+use warp::http::header::{CACHE_CONTROL, X_CONTENT_TYPE_OPTIONS};
+use warp::http::HeaderValue;
 use warp::reply::Response;
 use warp::Filter;
 
@@ -38,5 +40,17 @@ pub fn all(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .unify()
         .recover(crate::error::recover)
         .unify()
+        .map(hardened)
         .boxed()
+}
+
+/// Headers on every answer, errors included. `nosniff`: a browser never reinterprets a JSON
+/// answer (say, a message body) as HTML or script. `no-store`: answers carry tokens (login,
+/// refresh, admin) and private data, which no browser or proxy cache should keep; nothing a
+/// node serves is meant to be cached.
+fn hardened(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }

@@ -74,8 +74,7 @@ pub fn page(s: &AppState, user: &str, since: u64, limit: u64, frame: PageFrame) 
 }
 
 async fn sync(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
-    s.read_gate(&r).await?;
-    let me = s.user(&r).await?;
+    let me = s.reader(&r).await?;
     let since = r.u64_param("since")?.unwrap_or(0);
     let limit = match r.u64_param("limit")? {
         None => SYNC_DEFAULT_LIMIT,

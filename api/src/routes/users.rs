@@ -21,12 +21,12 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
     let register = warp::path!("v1" / "users")
         .and(warp::post())
         .and(with(s))
-        .and(body(limit))
+        .and(body(s, limit))
         .then(|s: Arc<AppState>, b| async move { respond(s.clone(), register(s, b)).await });
     let login = warp::path!("v1" / "sessions")
         .and(warp::post())
         .and(with(s))
-        .and(body(limit))
+        .and(body(s, limit))
         .then(|s: Arc<AppState>, b| async move { respond(s.clone(), login(s, b)).await });
     let list = warp::path!("v1" / "sessions")
         .and(warp::get())
@@ -130,8 +130,7 @@ fn random_id() -> String {
 }
 
 async fn sessions(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
-    s.read_gate(&r).await?;
-    let me = s.user(&r).await?;
+    let me = s.reader(&r).await?;
     let now = now_ms();
     let sessions: Vec<_> = s
         .store
@@ -155,15 +154,13 @@ async fn revoke(s: Arc<AppState>, r: Req, sid: String) -> Result<Response, ApiEr
 }
 
 async fn me(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
-    s.read_gate(&r).await?;
-    let me = s.user(&r).await?;
+    let me = s.reader(&r).await?;
     let user = s.store.user(&me.user_id)?.ok_or_else(|| ApiError::unauthorized("user no longer exists"))?;
     Ok(json_reply(StatusCode::OK, &json!({"user_id": me.user_id, "display_name": user.display_name})))
 }
 
 async fn profile(s: Arc<AppState>, r: Req, uid: String) -> Result<Response, ApiError> {
-    s.read_gate(&r).await?;
-    s.user(&r).await?;
+    s.reader(&r).await?;
     let uid = segment(&uid)?;
     let user = s.store.user(&uid)?.ok_or_else(|| ApiError::not_found(format!("no user {uid}")))?;
     Ok(json_reply(StatusCode::OK, &json!({"user_id": uid, "display_name": user.display_name})))
