@@ -42,7 +42,14 @@ fn spawn_serve(data_dir: &Path, args: &[String]) -> Child {
 
 /// Starts a single node on a free port and waits for its `listening on` line.
 fn single_node(root: &Path) -> Server {
-    let mut child = spawn_serve(&root.join("single"), &["--http".into(), "127.0.0.1:0".into()]);
+    single_node_with(root, &[])
+}
+
+/// [`single_node`] with extra `serve` flags.
+fn single_node_with(root: &Path, extra: &[&str]) -> Server {
+    let mut args: Vec<String> = vec!["--http".into(), "127.0.0.1:0".into()];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let mut child = spawn_serve(&root.join("single"), &args);
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -274,21 +281,7 @@ fn send_and_deliver_across_a_three_node_cluster() {
 #[test]
 fn server_memory_stays_flat_over_a_long_fill() {
     let root = temp_root("bench-memory-flat");
-    let mut child = spawn_serve(
-        &root.path().join("single"),
-        &["--http".into(), "127.0.0.1:0".into(), "--cache-mb".into(), "16".into()],
-    );
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.trim().to_owned());
-            }
-        }
-    });
-    let url = rx.recv_timeout(Duration::from_secs(60)).expect("listening");
-    let server = Server { child, url };
+    let server = single_node_with(root.path(), &["--cache-mb", "16"]);
     let json = root.path().join("memory.jsonl");
     let out = bench_for(
         &[
