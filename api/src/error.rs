@@ -15,11 +15,19 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds, sent as `Retry-After` (the contract's 429s carry one; a full queue's 503 too).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// The same error, telling the client to retry after `secs` seconds (at least 1).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -92,6 +100,9 @@ impl Reply for ApiError {
     fn into_response(self) -> Response {
         let mut resp = warp::reply::json(&self.body()).into_response();
         *resp.status_mut() = self.status;
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(warp::http::header::RETRY_AFTER, warp::http::HeaderValue::from(secs));
+        }
         resp
     }
 }
