@@ -41,6 +41,16 @@ pub struct ServeArgs {
     /// Failed logins per minute per user id; 0 = off [default: 20].
     #[arg(long, env = "PARLEY_LOGIN_RATE_LIMIT")]
     pub login_rate_limit: Option<u32>,
+    /// Login attempts per minute per source IP, bursts of the same size; 0 = off [default: 120].
+    #[arg(long, env = "PARLEY_LOGIN_RATE_LIMIT_PER_IP")]
+    pub login_rate_limit_per_ip: Option<u32>,
+    /// Registrations per minute per source IP, bursts of the same size; 0 = off [default: 60].
+    #[arg(long, env = "PARLEY_REGISTER_RATE_LIMIT_PER_IP")]
+    pub register_rate_limit_per_ip: Option<u32>,
+    /// Requests to /v1/admin/* per minute per source IP (admin-token guesses included); 0 = off
+    /// [default: 600].
+    #[arg(long, env = "PARLEY_ADMIN_RATE_LIMIT_PER_IP")]
+    pub admin_rate_limit_per_ip: Option<u32>,
     /// Outbound frames a WebSocket may have queued before it is closed with 1013 [default: 256].
     #[arg(long, env = "PARLEY_WS_QUEUE")]
     pub ws_queue: Option<usize>,
@@ -96,6 +106,9 @@ struct FileConfig {
     admin_token: Option<String>,
     rate_limit_per_user: Option<u32>,
     login_rate_limit: Option<u32>,
+    login_rate_limit_per_ip: Option<u32>,
+    register_rate_limit_per_ip: Option<u32>,
+    admin_rate_limit_per_ip: Option<u32>,
     ws_queue: Option<usize>,
     max_body_bytes: Option<u64>,
     max_group_members: Option<u64>,
@@ -137,6 +150,9 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub rate_limit_per_user: u32,
     pub login_rate_limit: u32,
+    pub login_rate_limit_per_ip: u32,
+    pub register_rate_limit_per_ip: u32,
+    pub admin_rate_limit_per_ip: u32,
     pub ws_queue: usize,
     pub max_body_bytes: u64,
     pub max_group_members: u64,
@@ -194,6 +210,18 @@ impl ServeArgs {
             admin_token: self.admin_token.or(file.admin_token).filter(|s| !s.is_empty()),
             rate_limit_per_user: self.rate_limit_per_user.or(file.rate_limit_per_user).unwrap_or(500),
             login_rate_limit: self.login_rate_limit.or(file.login_rate_limit).unwrap_or(20),
+            login_rate_limit_per_ip: self
+                .login_rate_limit_per_ip
+                .or(file.login_rate_limit_per_ip)
+                .unwrap_or(parley_api::state::DEFAULT_LOGIN_IP_RATE_LIMIT),
+            register_rate_limit_per_ip: self
+                .register_rate_limit_per_ip
+                .or(file.register_rate_limit_per_ip)
+                .unwrap_or(parley_api::state::DEFAULT_REGISTER_IP_RATE_LIMIT),
+            admin_rate_limit_per_ip: self
+                .admin_rate_limit_per_ip
+                .or(file.admin_rate_limit_per_ip)
+                .unwrap_or(parley_api::state::DEFAULT_ADMIN_IP_RATE_LIMIT),
             ws_queue,
             max_body_bytes: self.max_body_bytes.or(file.max_body_bytes).unwrap_or(16 * 1024).max(1),
             max_group_members: self.max_group_members.or(file.max_group_members).unwrap_or(10_000).max(1),

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support/flags.rs"]
+mod flags;
+
 const BIN: &str = env!("CARGO_BIN_EXE_parley");
 /// Longest one bench run may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
@@ -32,6 +35,7 @@ fn spawn_serve(data_dir: &Path, args: &[String]) -> Child {
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--rate-limit-per-user", "0", "--admin-token", "smoke-admin"])
+        .args(flags::IP_LIMITS_OFF)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

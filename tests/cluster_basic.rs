@@ -374,6 +374,7 @@ async fn parley_cluster_runs_a_local_cluster_and_stops_it() {
         cmd.args(["cluster", "--nodes", "3", "--base-port", "0", "--data-dir"])
             .arg(dir.path())
             .args(["--", "--rate-limit-per-user", "0"])
+            .args(IP_LIMITS_OFF)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());

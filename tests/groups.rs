@@ -17,6 +17,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+#[path = "support/flags.rs"]
+mod flags;
+
 // ---------------------------------------------------------------------------------------------
 // Harness: a server process, an HTTP client, WebSocket helpers
 // ---------------------------------------------------------------------------------------------
@@ -42,6 +45,7 @@ impl Server {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--http", "127.0.0.1:0", "--admin-token", "T", "--rate-limit-per-user", "0"])
+            .args(flags::IP_LIMITS_OFF)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -1096,4 +1100,59 @@ async fn member_limit_is_a_clear_error() {
     r.write(200);
     assert_eq!(roster(&r.body).len(), 3);
     api.sent(&c, &g, "made it").await;
+}
+
+/// `parley_commands_total` from `/metrics`: commands this node proposed and saw applied.
+async fn commands_proposed(api: &Api) -> u64 {
+    let text = api.http.get(format!("{}/metrics", api.base)).send().await.expect("metrics").text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("parley_commands_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("parley_commands_total in /metrics")
+}
+
+#[tokio::test]
+async fn oversized_member_lists_are_refused_before_they_are_proposed() {
+    let server = Server::start(&[]);
+    let api = server.api();
+    let [own, other] = <[User; 2]>::try_from(api.users(&["own", "other"]).await).unwrap();
+    let g = api.group(&own, &[]).await;
+    // 80,000 distinct ids (the default limit is 10,000): once a quadratic scan in `decide`,
+    // on every node, that held up every other write for seconds.
+    let ids: Vec<String> = (0..80_000).map(|i| format!("u{i:05}")).collect();
+    let before = commands_proposed(&api).await;
+    let started = Instant::now();
+    let r = api.post("/v1/groups", &own, json!({"name": "huge", "members": ids})).await;
+    r.err(400, "invalid_request");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("10000"), "{}", r.body);
+    api.add(&own, &g, &ids.iter().map(String::as_str).collect::<Vec<_>>()).await.err(400, "invalid_request");
+    assert_eq!(commands_proposed(&api).await, before, "an oversized list reached raft");
+    assert!(started.elapsed() < Duration::from_secs(5), "refusing took {:?}", started.elapsed());
+    // Writes go on.
+    let g2 = api.group(&other, &[]).await;
+    api.sent(&other, &g2, "still fast").await;
+}
+
+#[tokio::test]
+async fn a_block_keeps_the_blocked_user_from_adding_the_blocker_to_groups() {
+    let server = Server::start(&[]);
+    let api = server.api();
+    let [a, b, c] = <[User; 3]>::try_from(api.users(&["aaa", "bbb", "ccc"]).await).unwrap();
+    api.call("PUT", "/v1/blocks/bbb", Some(&a.token), None).await.write(204);
+
+    // B cannot reach A through a new group...
+    api.create(&b, "sneaky", &[&c, &a]).await.err(403, "blocked");
+    // ...nor by adding A to a group B already runs.
+    let g = api.group(&b, &[&c]).await;
+    api.add(&b, &g, &["aaa"]).await.err(403, "blocked");
+    // Nothing was stored: A is in no group, B's group still has two members, and C (who was
+    // in the refused create's list too) is only in B's second group.
+    assert_eq!(api.get("/v1/groups", &a).await.ok(200)["groups"], json!([]));
+    let roster_now = api.get(&format!("/v1/groups/{g}"), &b).await.ok(200).clone();
+    assert_eq!(roster(&roster_now).len(), 2);
+    assert_eq!(api.get("/v1/groups", &c).await.ok(200)["groups"].as_array().unwrap().len(), 1);
+    // The blocker cannot pull B in either; anyone else may still have both.
+    api.create(&a, "mine", &[&b]).await.err(403, "blocked");
+    let both = api.group(&c, &[&a, &b]).await;
+    assert_eq!(roster(&api.get(&format!("/v1/groups/{both}"), &c).await.ok(200).clone()).len(), 3);
 }

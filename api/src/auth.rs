@@ -5,6 +5,7 @@
 //! in this node's sessions projection: revoking a session refuses its tokens at once on every
 //! node that has applied the revocation.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -12,7 +13,7 @@ use argon2::Argon2;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use parley_storage::Store;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::ApiError;
 
@@ -20,6 +21,8 @@ use crate::error::ApiError;
 pub const TOKEN_TTL_MS: u64 = 60 * 60 * 1000;
 pub const PASSWORD_MIN_BYTES: usize = 8;
 pub const PASSWORD_MAX_BYTES: usize = 1024;
+/// Callers that may wait for a hashing permit, per permit.
+pub const HASH_QUEUE_PER_PERMIT: usize = 4;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -56,32 +59,49 @@ pub struct Auth {
     validation: Validation,
     admin_token: Option<String>,
     hashing: Arc<Semaphore>,
+    /// Calls waiting for a hashing permit, and how many may wait: past that a login answers
+    /// 503 at once instead of queueing behind a flood of bogus ones (which made a real login
+    /// take seconds and kept every waiting request's memory alive).
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
     /// Verified against for unknown users, so a login costs the same either way.
     dummy_hash: String,
 }
 
 impl Auth {
     pub fn new(jwt_secret: &[u8], admin_token: Option<String>) -> Result<Auth, ApiError> {
+        let permits = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Self::with_hashing(jwt_secret, admin_token, permits, HASH_QUEUE_PER_PERMIT * permits)
+    }
+
+    /// [`Auth::new`] with `permits` concurrent hashes and at most `max_waiting` callers queued.
+    pub fn with_hashing(
+        jwt_secret: &[u8],
+        admin_token: Option<String>,
+        permits: usize,
+        max_waiting: usize,
+    ) -> Result<Auth, ApiError> {
         let mut validation = Validation::new(Algorithm::HS256);
         // Pin the algorithm: a token claiming any other `alg` is refused.
         validation.algorithms = vec![Algorithm::HS256];
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        let permits = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let dummy_hash = hash_now("parley-dummy-password")?;
         Ok(Auth {
             encoding: EncodingKey::from_secret(jwt_secret),
             decoding: DecodingKey::from_secret(jwt_secret),
             validation,
             admin_token: admin_token.filter(|t| !t.is_empty()),
-            hashing: Arc::new(Semaphore::new(permits)),
+            hashing: Arc::new(Semaphore::new(permits.max(1))),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting,
             dummy_hash,
         })
     }
 
     /// Hashes a password with argon2id on the blocking pool.
     pub async fn hash_password(&self, password: String) -> Result<String, ApiError> {
-        let _permit = self.hashing.acquire().await.map_err(|_| ApiError::unavailable("shutting down"))?;
+        let _permit = self.hashing_permit().await?;
         tokio::task::spawn_blocking(move || hash_now(&password))
             .await
             .map_err(|_| ApiError::internal("hashing task failed"))?
@@ -89,7 +109,7 @@ impl Auth {
 
     /// Checks a password against a stored hash (or the dummy hash) on the blocking pool.
     pub async fn verify_password(&self, password: String, hash: Option<String>) -> Result<bool, ApiError> {
-        let _permit = self.hashing.acquire().await.map_err(|_| ApiError::unavailable("shutting down"))?;
+        let _permit = self.hashing_permit().await?;
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
         let ok = tokio::task::spawn_blocking(move || {
@@ -100,6 +120,27 @@ impl Auth {
         .await
         .map_err(|_| ApiError::internal("hashing task failed"))?;
         Ok(ok && known)
+    }
+
+    /// A hashing permit: at once if one is free, else after waiting in a bounded queue;
+    /// `unavailable` (retry in a second) when the queue is full.
+    async fn hashing_permit(&self) -> Result<SemaphorePermit<'_>, ApiError> {
+        if let Ok(p) = self.hashing.try_acquire() {
+            return Ok(p);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::unavailable("too many logins in progress; retry shortly").retry_after(1));
+        }
+        // Leaves the queue however the wait ends, the request being dropped included.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _waiting = Waiting(&self.waiting);
+        self.hashing.acquire().await.map_err(|_| ApiError::unavailable("shutting down"))
     }
 
     /// Signs a token for a session.
@@ -191,6 +232,32 @@ mod tests {
         assert_eq!(bearer(Some("Basic abc")), None);
         assert_eq!(bearer(Some("Bearer ")), None);
         assert_eq!(bearer(None), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_hashing_queue_answers_unavailable_at_once() {
+        // One hash at a time, two may wait: of 12 logins at once, at most 3 are hashed and
+        // the rest are told to come back, with Retry-After, instead of queueing.
+        let auth = Arc::new(Auth::with_hashing(b"k", None, 1, 2).unwrap());
+        let tries: Vec<_> = (0..12)
+            .map(|_| {
+                let auth = auth.clone();
+                tokio::spawn(async move { auth.verify_password("password".into(), None).await })
+            })
+            .collect();
+        let mut refused = 0;
+        for t in tries {
+            match t.await.unwrap() {
+                Ok(known) => assert!(!known),
+                Err(e) => {
+                    assert_eq!((e.status.as_u16(), e.code, e.retry_after), (503, "unavailable", Some(1)));
+                    refused += 1;
+                }
+            }
+        }
+        assert!(refused >= 12 - 3, "only {refused} of 12 refused with 1 permit and 2 waiting");
+        // Once the queue drains, logins go through again.
+        assert!(auth.verify_password("password".into(), None).await.is_ok());
     }
 
     #[test]

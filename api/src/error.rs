@@ -15,7 +15,7 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    /// Seconds to send as `Retry-After` (a refusal the client should simply retry later).
+    /// Seconds, sent as `Retry-After` (the contract's 429s carry one; a full queue's 503 too).
     pub retry_after: Option<u64>,
 }
 
@@ -24,8 +24,9 @@ impl ApiError {
         ApiError { status, code, message: message.into(), retry_after: None }
     }
 
-    pub fn with_retry_after(mut self, secs: u64) -> Self {
-        self.retry_after = Some(secs);
+    /// The same error, telling the client to retry after `secs` seconds (at least 1).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
         self
     }
 

@@ -14,7 +14,8 @@
 //! - [`hub`]: which sockets are open and whom an applied entry wakes.
 //! - [`auth`]: argon2id passwords, JWTs bound to replicated sessions, the admin token.
 //! - [`listener`]: the accept loop: header timeout, per-IP connection cap, graceful stop.
-//! - [`limits`]: per-user send and failed-login rate limits.
+//! - [`limits`]: per-user send and failed-login (per user id and source) rate limits.
+//! - [`ip_limits`]: per-source-IP limits on logins, registrations and admin requests.
 //! - [`http`]: request context, bodies, JSON parsing, responses with `Parley-Cursor`.
 //! - [`render`]: JSON shapes of the contract.
 //! - [`error`]: the API error type and its mapping to status and code.
@@ -24,6 +25,7 @@ pub mod data_dir;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod ip_limits;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

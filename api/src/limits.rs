@@ -1,7 +1,8 @@
 //! Per-user rate limits, kept in this node's memory: message sends (token bucket) and failed
-//! logins (fixed one-minute window). They protect the node, so they are not replicated.
+//! logins per user id and source (fixed one-minute window, bounded). They protect the node, so they are not replicated.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -42,42 +43,96 @@ impl SendLimiter {
     }
 }
 
-/// Failed logins per user id per minute.
+/// How long a failed-login window lasts.
+const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// Most (user id, source IP) pairs remembered; past it the oldest window is forgotten first.
+/// A pair's key is at most 32 bytes of user id and an address, so this bounds the memory at a
+/// few MiB whatever the traffic.
+pub const LOGIN_LIMITER_CAPACITY: usize = 50_000;
+
+/// The failed-login key: a user id (already validated: `^[a-z0-9_]{3,32}$`) from one source.
+/// Keyed by the source too, so someone guessing passwords locks out only themselves, not the
+/// account's owner everywhere.
+type LoginKey = (String, Option<IpAddr>);
+
+/// Failed logins per (user id, source IP) per minute (a fixed window from the first failure).
 pub struct LoginLimiter {
     per_minute: u32,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    capacity: usize,
+    state: Mutex<LoginState>,
+}
+
+#[derive(Default)]
+struct LoginState {
+    failures: HashMap<LoginKey, (u32, Instant)>,
+    /// Window starts in time order, to expire and evict oldest first in O(1) each. Every key
+    /// in `failures` has exactly one entry here, with the same start.
+    order: VecDeque<(Instant, LoginKey)>,
+}
+
+impl LoginState {
+    /// Forgets every window that has ended. The queue is in time order, so this stops at the
+    /// first live one.
+    fn sweep(&mut self, now: Instant) {
+        while let Some((since, _)) = self.order.front() {
+            if now.duration_since(*since) < LOGIN_WINDOW {
+                break;
+            }
+            if let Some((_, key)) = self.order.pop_front() {
+                self.failures.remove(&key);
+            }
+        }
+    }
 }
 
 impl LoginLimiter {
+    /// `per_minute` 0 turns the limit off.
     pub fn new(per_minute: u32) -> Self {
-        LoginLimiter { per_minute, failures: Mutex::new(HashMap::new()) }
+        Self::with_capacity(per_minute, LOGIN_LIMITER_CAPACITY)
     }
 
-    /// False when `user` has used up this minute's failed attempts.
-    pub fn allow(&self, user: &str) -> bool {
+    pub fn with_capacity(per_minute: u32, capacity: usize) -> Self {
+        LoginLimiter { per_minute, capacity: capacity.max(1), state: Mutex::default() }
+    }
+
+    /// False when `user` from `ip` has used up this minute's failed attempts.
+    pub fn allow(&self, user: &str, ip: Option<IpAddr>) -> bool {
         if self.per_minute == 0 {
             return true;
         }
-        let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        match f.get(user) {
-            Some((n, since)) if since.elapsed() < Duration::from_secs(60) => *n < self.per_minute,
-            _ => true,
-        }
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.sweep(Instant::now());
+        st.failures.get(&(user.to_owned(), ip)).is_none_or(|(n, _)| *n < self.per_minute)
     }
 
-    pub fn failed(&self, user: &str) {
+    /// Counts a failed attempt.
+    pub fn failed(&self, user: &str, ip: Option<IpAddr>) {
         if self.per_minute == 0 {
             return;
         }
-        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if f.len() > 100_000 {
-            f.retain(|_, (_, since)| since.elapsed() < Duration::from_secs(60));
+        let now = Instant::now();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.sweep(now);
+        let key = (user.to_owned(), ip);
+        if let Some((n, _)) = st.failures.get_mut(&key) {
+            *n += 1;
+            return;
         }
-        let entry = f.entry(user.to_owned()).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= Duration::from_secs(60) {
-            *entry = (0, Instant::now());
+        while st.failures.len() >= self.capacity {
+            let Some((_, oldest)) = st.order.pop_front() else { break };
+            st.failures.remove(&oldest);
         }
-        entry.0 += 1;
+        st.order.push_back((now, key.clone()));
+        st.failures.insert(key, (1, now));
+    }
+
+    /// Pairs currently remembered.
+    pub fn len(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).failures.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -94,13 +149,32 @@ mod tests {
         assert!(SendLimiter::new(0).allow("x"));
     }
 
+    const ME: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)));
+    const THEM: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2)));
+
     #[test]
-    fn login_window() {
+    fn login_window_is_per_user_and_source() {
         let l = LoginLimiter::new(2);
-        assert!(l.allow("a"));
-        l.failed("a");
-        l.failed("a");
-        assert!(!l.allow("a"));
-        assert!(l.allow("b"));
+        assert!(l.allow("alice", THEM));
+        l.failed("alice", THEM);
+        l.failed("alice", THEM);
+        assert!(!l.allow("alice", THEM), "the guesser is locked out");
+        assert!(l.allow("alice", ME), "the owner, from elsewhere, is not");
+        assert!(l.allow("bob", THEM));
+    }
+
+    #[test]
+    fn login_limiter_stays_within_its_capacity() {
+        let l = LoginLimiter::with_capacity(5, 1_000);
+        for i in 0..100_000 {
+            l.failed(&format!("user_{i}"), THEM);
+        }
+        assert_eq!(l.len(), 1_000, "bounded, whatever the number of distinct keys");
+        // The newest windows survive; the oldest were evicted first.
+        for _ in 0..5 {
+            l.failed("user_99999", THEM);
+        }
+        assert!(!l.allow("user_99999", THEM));
+        assert!(l.allow("user_0", THEM));
     }
 }

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub entries_applied: Counter,
     pub ws_open: Counter,
     pub ws_slow_closed: Counter,
+    /// Requests refused by a per-source-IP limit.
+    pub rate_limited: Counter,
 }
 
 /// Values read from elsewhere at scrape time.
@@ -63,6 +65,12 @@ impl Metrics {
             "counter",
             "WebSockets closed with 1013 (slow consumer).",
             self.ws_slow_closed.get(),
+        );
+        metric(
+            "parley_ip_rate_limited_total",
+            "counter",
+            "Requests refused by a per-source-IP limit (logins, registrations, admin).",
+            self.rate_limited.get(),
         );
         out
     }

@@ -15,6 +15,7 @@ use warp::{Filter, Reply};
 
 use crate::auth::Auth;
 use crate::hub::Hub;
+use crate::ip_limits::IpLimits;
 use crate::limits::{LoginLimiter, SendLimiter};
 use crate::listener::ConnLimits;
 use crate::metrics::Metrics;
@@ -138,6 +139,11 @@ impl Node {
             auth: Auth::new(&cfg.api.jwt_secret, cfg.api.admin_token.clone())?,
             send_limiter: SendLimiter::new(cfg.api.rate_limit_per_user),
             login_limiter: LoginLimiter::new(cfg.api.login_rate_limit),
+            ip_limits: IpLimits::new(
+                cfg.api.login_ip_rate_limit,
+                cfg.api.register_ip_rate_limit,
+                cfg.api.admin_ip_rate_limit,
+            ),
             cfg: cfg.api,
             store,
             raft: Arc::new(raft),

@@ -12,6 +12,7 @@ use parley_storage::{Command, CommandKind, Outcome, Reply, Store};
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::ip_limits::IpLimits;
 use crate::limits::{LoginLimiter, SendLimiter};
 use crate::metrics::Metrics;
 
@@ -32,6 +33,12 @@ pub struct ApiConfig {
     pub max_group_members: u64,
     /// How long a request body may take to arrive (`--body-timeout-secs`).
     pub body_timeout: Duration,
+    /// Login attempts per minute per source IP (0 = off).
+    pub login_ip_rate_limit: u32,
+    /// Registrations per minute per source IP (0 = off).
+    pub register_ip_rate_limit: u32,
+    /// Admin-endpoint requests per minute per source IP (0 = off).
+    pub admin_ip_rate_limit: u32,
 }
 
 impl Default for ApiConfig {
@@ -47,9 +54,18 @@ impl Default for ApiConfig {
             login_rate_limit: 20,
             max_group_members: 10_000,
             body_timeout: Duration::from_secs(30),
+            login_ip_rate_limit: DEFAULT_LOGIN_IP_RATE_LIMIT,
+            register_ip_rate_limit: DEFAULT_REGISTER_IP_RATE_LIMIT,
+            admin_ip_rate_limit: DEFAULT_ADMIN_IP_RATE_LIMIT,
         }
     }
 }
+
+/// Per-IP defaults: far above what a person (or an office behind one NAT) does, far below
+/// what a password-guessing or account-creating script wants.
+pub const DEFAULT_LOGIN_IP_RATE_LIMIT: u32 = 120;
+pub const DEFAULT_REGISTER_IP_RATE_LIMIT: u32 = 60;
+pub const DEFAULT_ADMIN_IP_RATE_LIMIT: u32 = 600;
 
 /// How long reads with `min_cursor` and writes wait for this node to apply.
 pub const APPLY_WAIT: Duration = Duration::from_secs(5);
@@ -68,6 +84,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub send_limiter: SendLimiter,
     pub login_limiter: LoginLimiter,
+    pub ip_limits: IpLimits,
     pub http: reqwest::Client,
     /// Bounds on concurrent inbound raft RPCs (`routes/raft.rs`).
     pub raft_gates: crate::routes::raft::RaftGates,

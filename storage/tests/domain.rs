@@ -1,4 +1,8 @@
-//! Domain tests through the store's public API: commands in, projections and sync out.
+//! Domain tests through the store's public API: commands in, projections and sync out; and
+//! member lists as input (their cost in `decide`, blocks as consent to being added to a group).
+
+use std::sync::mpsc;
+use std::time::Duration;
 
 use parley_storage::{Command, CommandKind, Event, Rejection, Reply, Store};
 
@@ -35,6 +39,29 @@ impl World {
     fn friends(&mut self, a: &str, b: &str) {
         self.ok(CommandKind::FriendRequest { from: a.into(), to: b.into(), note: String::new() });
         self.ok(CommandKind::AcceptFriend { user_id: b.into(), from: a.into() });
+    }
+
+    /// Registers every id in one transaction (one commit, as a raft batch would).
+    fn users<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut tx = self.store.begin();
+        for id in ids {
+            self.now += 1;
+            let kind = CommandKind::Register { user_id: id.into(), display_name: id.into(), password_hash: "h".into() };
+            let out = parley_storage::execute(&mut tx, &Command { ts: self.now, kind }).unwrap();
+            out.result.expect("registration should be accepted");
+        }
+        tx.commit().unwrap();
+    }
+
+    fn group(&mut self, owner: &str, members: &[&str]) -> u64 {
+        match self.run(create(owner, members.iter().map(|m| (*m).to_owned()).collect(), 100)).result {
+            Ok(Reply::Group { group_id }) => group_id,
+            other => panic!("group not created: {other:?}"),
+        }
+    }
+
+    fn cursor(&self) -> u64 {
+        self.store.applied_cursor()
     }
 
     fn send(&mut self, from: &str, conv: &str, id: &str) -> parley_storage::Outcome {
@@ -201,4 +228,106 @@ fn entries_read_any_cursors_and_visits_match_them() {
         n
     };
     assert_eq!(revoked, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Group member lists as input: what a huge list costs `decide`, and the consent rule (blocks)
+// for putting someone in a group.
+// ---------------------------------------------------------------------------------------------
+
+fn create(owner: &str, members: Vec<String>, max_members: u64) -> CommandKind {
+    CommandKind::CreateGroup { owner: owner.into(), name: "g".into(), members, max_members }
+}
+
+fn add(actor: &str, group_id: u64, user_ids: Vec<String>, max_members: u64) -> CommandKind {
+    CommandKind::AddMembers { actor: actor.into(), group_id, user_ids, max_members }
+}
+
+/// Runs `kind` against a fresh store holding `alice` and her group 1 on another thread, and
+/// waits at most `limit` for its outcome. A quadratic scan over 200,000 ids takes minutes even
+/// optimised; one pass takes milliseconds, so the bound is generous for any debug build.
+fn decide_within(limit: Duration, kind: impl FnOnce(u64) -> CommandKind + Send + 'static) -> Result<Reply, Rejection> {
+    let (done, wait) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut w = World::new();
+        w.users(["alice"]);
+        let g = w.group("alice", &[]);
+        let _ = done.send(w.run(kind(g)).result);
+    });
+    wait.recv_timeout(limit).expect("decide did not finish in time: super-linear in the member list?")
+}
+
+fn many_ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("user_{i}")).collect()
+}
+
+#[test]
+fn an_oversized_create_is_refused_as_too_many_in_one_pass() {
+    let out = decide_within(Duration::from_secs(20), |_| create("alice", many_ids(200_000), 10_000));
+    match out {
+        Err(Rejection::InvalidRequest(m)) => assert!(m.contains("at most 10000 members"), "{m}"),
+        other => panic!("expected too many members, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_oversized_add_is_refused_as_too_many_before_any_lookup() {
+    // None of these ids is registered: a refusal naming an unknown user would mean decide
+    // looked ids up one by one before counting them.
+    let out = decide_within(Duration::from_secs(20), |g| add("alice", g, many_ids(200_000), 10_000));
+    match out {
+        Err(Rejection::InvalidRequest(m)) => assert!(m.contains("at most 10000 members"), "{m}"),
+        other => panic!("expected too many members, got {other:?}"),
+    }
+}
+
+#[test]
+fn large_member_lists_keep_each_member_once_in_first_seen_order() {
+    let mut w = World::new();
+    let ids = many_ids(3_000);
+    w.users(std::iter::once("alice").chain(ids.iter().map(String::as_str)));
+    // Every id twice, and the owner in the middle: each member once, in first-seen order.
+    let mut list: Vec<String> = ids[..2_000].iter().chain(ids[..2_000].iter().rev()).cloned().collect();
+    list.insert(1_000, "alice".into());
+    let out = w.run(create("alice", list, 10_000));
+    let Ok(Reply::Group { group_id }) = out.result else { panic!("not created: {:?}", out.result) };
+    let group = w.store.group(group_id).unwrap().unwrap();
+    assert_eq!(group.member_count, 2_001);
+    let added = w.run(add("alice", group_id, ids.iter().rev().cloned().collect(), 10_000));
+    assert!(added.result.is_ok(), "{:?}", added.result);
+    assert_eq!(w.store.group(group_id).unwrap().unwrap().member_count, 3_001);
+    // Past the limit, counting the members the group already has.
+    let g2 = w.group("alice", &["user_0"]);
+    let over = w.run(add("alice", g2, ids[..10].to_vec(), 10));
+    assert!(matches!(over.result, Err(Rejection::InvalidRequest(_))), "{:?}", over.result);
+}
+
+#[test]
+fn a_block_either_way_keeps_people_out_of_each_others_groups() {
+    let mut w = World::new();
+    w.users(["alice", "bob", "carol"]);
+    let blocked = w.run(CommandKind::Block { user_id: "alice".into(), target: "bob".into() });
+    assert!(blocked.result.is_ok());
+    let bobs = w.group("bob", &["carol"]);
+    let alices = w.group("alice", &["carol"]);
+    let before = w.cursor();
+
+    // The blocked user cannot reach the blocker through a new group...
+    let out = w.run(create("bob", vec!["carol".into(), "alice".into()], 100));
+    assert_eq!(out.result, Err(Rejection::Blocked));
+    // ...nor by adding them to a group he runs...
+    assert_eq!(w.run(add("bob", bobs, vec!["alice".into()], 100)).result, Err(Rejection::Blocked));
+    // ...and the blocker cannot pull the blocked user in either.
+    assert_eq!(w.run(create("alice", vec!["bob".into()], 100)).result, Err(Rejection::Blocked));
+    assert_eq!(w.run(add("alice", alices, vec!["bob".into()], 100)).result, Err(Rejection::Blocked));
+    assert_eq!(w.cursor(), before, "a refused command writes nothing");
+    assert!(w.store.member(&format!("g:{bobs}"), "alice").unwrap().is_none());
+    assert!(w.store.groups_of("alice").unwrap().iter().all(|g| *g != bobs));
+
+    // Someone else may still put both in one group: the block is between the two of them.
+    let carols = w.group("carol", &["alice", "bob"]);
+    assert_eq!(w.store.group(carols).unwrap().unwrap().member_count, 3);
+    // Unblocking lifts it.
+    w.run(CommandKind::Unblock { user_id: "alice".into(), target: "bob".into() });
+    assert!(w.run(add("bob", bobs, vec!["alice".into()], 100)).result.is_ok());
 }

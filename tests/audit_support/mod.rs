@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+#[path = "../support/flags.rs"]
+mod flags;
+
 pub const ADMIN: &str = "audit-admin-token";
 
 pub fn bin() -> &'static str {
@@ -178,6 +181,7 @@ impl Server {
             .arg(data_dir)
             .args(["--http", "127.0.0.1:0", "--admin-token", ADMIN, "--rate-limit-per-user", "0"])
             .args(["--login-rate-limit", "0"])
+            .args(flags::IP_LIMITS_OFF)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null())

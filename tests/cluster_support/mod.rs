@@ -42,6 +42,9 @@ pub fn bin() -> String {
 // Processes
 // ---------------------------------------------------------------------------------------------
 
+#[path = "../support/flags.rs"]
+mod flags;
+pub use flags::IP_LIMITS_OFF;
 #[path = "../support/spawn.rs"]
 mod spawn;
 
@@ -176,6 +179,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(BASE_FLAGS)
+            .args(IP_LIMITS_OFF)
             .args(&self.flags)
             .env("PARLEY_CLUSTER_SECRET", &self.secret)
             .env("PARLEY_ADMIN_TOKEN", &self.admin)

@@ -153,6 +153,9 @@ fn target_tmp() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
 }
 
+#[path = "../support/flags.rs"]
+mod flags;
+pub use flags::IP_LIMITS_OFF;
 #[path = "../support/spawn.rs"]
 mod spawn;
 use spawn::spawn_child;
@@ -279,6 +282,11 @@ fn tail(s: &str, n: usize) -> String {
     s[start..].to_string()
 }
 
+/// [`IP_LIMITS_OFF`] without the flags `extra` sets itself (clap refuses a flag twice).
+fn ip_limits_off_unless_set(extra: &[String]) -> Vec<&'static str> {
+    IP_LIMITS_OFF.chunks(2).filter(|flag| !extra.iter().any(|e| e == flag[0])).flatten().copied().collect()
+}
+
 type Launched = (Child, SocketAddr, Arc<Mutex<String>>, Arc<Mutex<String>>);
 
 fn launch(data_dir: &Path, admin_token: &str, extra: &[String]) -> Result<Launched, String> {
@@ -294,6 +302,7 @@ fn launch(data_dir: &Path, admin_token: &str, extra: &[String]) -> Result<Launch
         .arg("127.0.0.1:0")
         .arg("--admin-token")
         .arg(admin_token)
+        .args(ip_limits_off_unless_set(extra))
         .args(extra)
         .env_remove("PARLEY_DATA_DIR")
         .env_remove("PARLEY_HTTP")
@@ -506,6 +515,18 @@ pub struct Api {
 impl Api {
     pub fn new(base: &str) -> Api {
         let http = reqwest::Client::builder().no_proxy().timeout(HTTP_TIMEOUT).build().expect("reqwest client");
+        Api { base: base.to_string(), http }
+    }
+
+    /// A client whose requests come from `source` (any 127.x.y.z reaches a loopback server on
+    /// Linux): a second "machine" for per-source limits.
+    pub fn from_source(base: &str, source: std::net::IpAddr) -> Api {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(HTTP_TIMEOUT)
+            .local_address(source)
+            .build()
+            .expect("reqwest client");
         Api { base: base.to_string(), http }
     }
 

@@ -89,7 +89,7 @@ pub async fn send_message(
         return Err(ApiError::payload_too_large(format!("body is longer than {} bytes", s.cfg.max_body_bytes)));
     }
     if !s.send_limiter.allow(sender) {
-        return Err(ApiError::rate_limited("too many messages; slow down"));
+        return Err(ApiError::rate_limited("too many messages; slow down").retry_after(1));
     }
     s.submit(CommandKind::Send {
         sender: sender.to_owned(),

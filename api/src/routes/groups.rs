@@ -1,6 +1,7 @@
 //! Groups: create, list, get, update (name, mute_all), dismiss, add, kick, leave, role,
 //! transfer, mute.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use parley_storage::ids::parse_group_id;
@@ -127,6 +128,19 @@ fn group_reply(s: &AppState, status: StatusCode, cursor: u64, reply: Reply) -> R
     }
 }
 
+/// `invalid_request` (as `decide` words it) when `already` plus the distinct `ids` exceed `max`.
+/// `decide` checks the same on the replicated state; this keeps a huge list from being
+/// replicated, stored in every log and decided on every node just to be refused.
+fn check_member_count<'a>(ids: impl Iterator<Item = &'a String>, already: u64, max: u64) -> Result<(), ApiError> {
+    let mut seen = HashSet::new();
+    for id in ids {
+        if seen.insert(id.as_str()) && already + seen.len() as u64 > max {
+            return Err(ApiError::invalid(format!("a group has at most {max} members")));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 struct CreateBody {
     name: String,
@@ -137,6 +151,8 @@ struct CreateBody {
 async fn create(s: Arc<AppState>, r: Req, b: Body) -> Result<Response, ApiError> {
     let me = s.user(&r).await?;
     let b: CreateBody = parse(b)?;
+    // The owner is a member too; refused here, an oversized list never reaches the raft log.
+    check_member_count(b.members.iter().filter(|m| **m != me.user_id), 1, s.cfg.max_group_members)?;
     let kind = CommandKind::CreateGroup {
         owner: me.user_id,
         name: b.name,
@@ -200,6 +216,8 @@ async fn add(s: Arc<AppState>, r: Req, g: String, b: Body) -> Result<Response, A
     let me = s.user(&r).await?;
     let group_id = gid(&g)?;
     let b: AddBody = parse(b)?;
+    // The group has at least one member, so more distinct ids than the limit never fit.
+    check_member_count(b.user_ids.iter(), 0, s.cfg.max_group_members)?;
     let kind = CommandKind::AddMembers {
         actor: me.user_id,
         group_id,

@@ -21,7 +21,7 @@ use crate::state::AppState;
 
 /// Every route of a node, with contract errors for everything that matches none.
 pub fn all(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
-    users::routes(s)
+    let routes = users::routes(s)
         .or(friends::routes(s))
         .unify()
         .or(conversations::routes(s))
@@ -37,11 +37,8 @@ pub fn all(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .or(raft::routes(s))
         .unify()
         .or(admin::routes(s))
-        .unify()
-        .recover(crate::error::recover)
-        .unify()
-        .map(hardened)
-        .boxed()
+        .unify();
+    crate::ip_limits::gate(s).and(routes).recover(crate::error::recover).unify().map(hardened).boxed()
 }
 
 /// Headers on every answer, errors included. `nosniff`: a browser never reinterprets a JSON

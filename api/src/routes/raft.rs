@@ -115,7 +115,7 @@ impl RaftGates {
         };
         pool.clone().try_acquire_owned().map_err(|_| {
             tracing::warn!(?rpc, "too many concurrent raft requests; refused");
-            ApiError::unavailable("too many concurrent raft requests").with_retry_after(RETRY_AFTER_SECS)
+            ApiError::unavailable("too many concurrent raft requests").retry_after(RETRY_AFTER_SECS)
         })
     }
 }

@@ -1,5 +1,6 @@
 //! Users and sessions: register, login, me, profiles, session list, logout, revoke.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use parley_storage::ids::is_valid_user_id;
@@ -26,8 +27,11 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
     let login = warp::path!("v1" / "sessions")
         .and(warp::post())
         .and(with(s))
+        .and(warp::addr::remote())
         .and(body(s, limit))
-        .then(|s: Arc<AppState>, b| async move { respond(s.clone(), login(s, b)).await });
+        .then(|s: Arc<AppState>, from: Option<SocketAddr>, b| async move {
+            respond(s.clone(), login(s, from.map(|a| a.ip()), b)).await
+        });
     let list = warp::path!("v1" / "sessions")
         .and(warp::get())
         .and(with(s))
@@ -94,15 +98,23 @@ struct LoginBody {
     device: Option<String>,
 }
 
-async fn login(s: Arc<AppState>, b: Result<bytes::Bytes, ApiError>) -> Result<Response, ApiError> {
+async fn login(s: Arc<AppState>, ip: Option<IpAddr>, b: Result<bytes::Bytes, ApiError>) -> Result<Response, ApiError> {
     let b: LoginBody = parse(b)?;
-    if !s.login_limiter.allow(&b.user_id) {
-        return Err(ApiError::rate_limited("too many failed logins; try again in a minute"));
+    // Input no account can match is refused before anything is counted or hashed: the
+    // failed-login table only ever holds well-formed ids, and an over-long password never
+    // buys a free attempt.
+    if !is_valid_user_id(&b.user_id) {
+        return Err(ApiError::invalid("user_id must match ^[a-z0-9_]{3,32}$"));
     }
-    let hash = if is_valid_user_id(&b.user_id) { s.store.user(&b.user_id)?.map(|u| u.password_hash) } else { None };
-    let password_ok = b.password.len() <= PASSWORD_MAX_BYTES && s.auth.verify_password(b.password, hash).await?;
-    if !password_ok {
-        s.login_limiter.failed(&b.user_id);
+    if b.password.len() > PASSWORD_MAX_BYTES {
+        return Err(ApiError::invalid(format!("password must be at most {PASSWORD_MAX_BYTES} bytes")));
+    }
+    if !s.login_limiter.allow(&b.user_id, ip) {
+        return Err(ApiError::rate_limited("too many failed logins; try again in a minute").retry_after(60));
+    }
+    let hash = s.store.user(&b.user_id)?.map(|u| u.password_hash);
+    if !s.auth.verify_password(b.password, hash).await? {
+        s.login_limiter.failed(&b.user_id, ip);
         return Err(ApiError::invalid_credentials());
     }
     let device = b.device.filter(|d| !d.is_empty()).unwrap_or_else(|| "unknown".to_owned());

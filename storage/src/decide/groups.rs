@@ -1,9 +1,11 @@
 //! Deciding groups and their members: creation, settings, membership, roles, ownership,
 //! mutes and dismissal.
 
+use std::collections::HashSet;
+
 use super::{
-    check_chars, events, group_and_member, invalid, member_record, reject, require_moderator, require_owner,
-    require_user, unchanged, Decided, Refused, MAX_GROUP_NAME_CHARS,
+    blocked_either, check_chars, events, group_and_member, invalid, member_record, reject, require_moderator,
+    require_owner, require_user, unchanged, Decided, Refused, MAX_GROUP_NAME_CHARS,
 };
 use crate::apply::META_NEXT_GROUP;
 use crate::command::Role;
@@ -16,17 +18,14 @@ use crate::tx::Tx;
 
 pub(super) fn create(tx: &Tx, owner: &str, name: &str, members: &[String], max_members: u64) -> Decided {
     check_group_name(name)?;
-    let mut others: Vec<String> = Vec::new();
-    for m in members {
-        if m != owner && !others.contains(m) {
-            others.push(m.clone());
-        }
+    let others = distinct(members.iter().filter(|m| *m != owner));
+    // The count is checked before any per-member read: an oversized list costs one pass.
+    if 1 + others.len() as u64 > max_members {
+        return invalid(format!("a group has at most {max_members} members"));
     }
     for m in &others {
         require_user(tx, m)?;
-    }
-    if 1 + others.len() as u64 > max_members {
-        return invalid(format!("a group has at most {max_members} members"));
+        require_consent(tx, owner, m)?;
     }
     let group_id = tx.meta_u64(META_NEXT_GROUP)?.unwrap_or(1);
     events(vec![Event::GroupCreated { group_id, name: name.to_owned(), owner: owner.to_owned(), members: others }])
@@ -49,12 +48,19 @@ pub(super) fn update(tx: &Tx, actor: &str, group_id: u64, name: Option<&str>, mu
 pub(super) fn add_members(tx: &Tx, actor: &str, group_id: u64, user_ids: &[String], max_members: u64) -> Decided {
     let (group, me) = group_and_member(tx, group_id, actor)?;
     require_moderator(&me)?;
+    let candidates = distinct(user_ids.iter());
+    // More distinct ids than the limit can never fit, whoever of them is already a member
+    // (the group holds at most `max_members`): refuse before reading anything per id.
+    if candidates.len() as u64 > max_members {
+        return invalid(format!("a group has at most {max_members} members"));
+    }
     let conv_id = ConversationId::Group(group_id).to_string();
     let mut new = Vec::new();
-    for u in user_ids {
-        require_user(tx, u)?;
-        if !new.contains(u) && member_record(tx, &conv_id, u)?.is_none() {
-            new.push(u.clone());
+    for u in candidates {
+        require_user(tx, &u)?;
+        if member_record(tx, &conv_id, &u)?.is_none() {
+            require_consent(tx, actor, &u)?;
+            new.push(u);
         }
     }
     if new.is_empty() {
@@ -137,6 +143,22 @@ pub(super) fn dismiss(tx: &Tx, actor: &str, group_id: u64) -> Decided {
     let (_, me) = group_and_member(tx, group_id, actor)?;
     require_owner(&me)?;
     events(vec![Event::GroupDismissed { group_id, by: actor.to_owned() }])
+}
+
+/// The ids in their first-seen order, each once. A hash set makes this one pass: a linear
+/// `contains` per id was quadratic, and 80,000 ids held up every write behind it on every node.
+fn distinct<'a>(ids: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    ids.filter(|id| seen.insert(id.as_str())).cloned().collect()
+}
+
+/// `blocked` when `actor` and `user` block one another either way: being put in a group
+/// reaches the user as surely as a direct message does, so a block stops that too.
+fn require_consent(tx: &Tx, actor: &str, user: &str) -> Result<(), Refused> {
+    if blocked_either(tx, actor, user)? {
+        return reject(Rejection::Blocked);
+    }
+    Ok(())
 }
 
 /// The membership of the command's target, `not_found` when they are not a member.
