@@ -106,7 +106,7 @@ pub fn gate(s: &Arc<AppState>) -> impl Filter<Extract = (), Error = warp::Reject
     let s = s.clone();
     warp::method()
         .and(warp::path::full())
-        .and(warp::addr::remote())
+        .and(crate::listener::remote())
         .and_then(move |method: Method, path: FullPath, from: Option<std::net::SocketAddr>| {
             let s = s.clone();
             async move {

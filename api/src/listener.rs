@@ -126,6 +126,7 @@ pub async fn serve(
         let request_slot = slot.clone();
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(request_slot.clone());
+            req.extensions_mut().insert(Peer(peer));
             let mut filter = filter.clone();
             async move { Ok::<_, Infallible>(tower_call(&mut filter, req).await) }
         });
@@ -175,4 +176,16 @@ async fn accept_error(e: std::io::Error) {
     }
     tracing::error!(error = %e, "accept failed");
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// The TCP peer of a request's connection, put in every request's extensions by the accept
+/// loop. (warp's own `addr::remote()` is filled only by `warp::serve`, which this loop
+/// replaces, and its extension type is private.)
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+/// The peer address of the request's connection (`None` for a request not from this loop).
+pub fn remote() -> impl warp::Filter<Extract = (Option<std::net::SocketAddr>,), Error = Infallible> + Clone {
+    use warp::Filter;
+    warp::ext::optional::<Peer>().map(|p: Option<Peer>| p.map(|Peer(a)| a))
 }

@@ -27,7 +27,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
     let login = warp::path!("v1" / "sessions")
         .and(warp::post())
         .and(with(s))
-        .and(warp::addr::remote())
+        .and(crate::listener::remote())
         .and(body(s, limit))
         .then(|s: Arc<AppState>, from: Option<SocketAddr>, b| async move {
             respond(s.clone(), login(s, from.map(|a| a.ip()), b)).await
