@@ -8,7 +8,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use parley_storage::codec::{decode, encode};
-use parley_storage::journal::{JournalRecord, ZERO_HASH};
+use parley_storage::journal::{EntryScratch, JournalRecord, ZERO_HASH};
 use parley_storage::records::MessageRecord;
 use parley_storage::{Command, CommandKind, Event};
 
@@ -67,6 +67,13 @@ fn bench(c: &mut Criterion) {
     // What verification and replay do per entry: also recompute the chain hash.
     g.bench_function("journal_record_decode_verify", |b| {
         b.iter(|| JournalRecord::decode(987_654, black_box(&rec_bytes)).expect("valid").verify().expect("hash ok"))
+    });
+
+    // What every serving read does per entry (sync, history, message joins): access in
+    // place, validated, with the chain hash recomputed (a flipped bit is refused there).
+    let mut scratch = EntryScratch::default();
+    g.bench_function("journal_entry_access (in place, hash checked)", |b| {
+        b.iter(|| scratch.access(987_654, black_box(&rec_bytes)).map(|(r, _)| r.ts.to_native()).expect("valid"))
     });
 
     let msg = message();

@@ -103,6 +103,9 @@ impl From<Rejection> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        // Every store error a request meets passes here: a corrupt record stops the node before
+        // anything of it is answered.
+        crate::fail_stop::on_store_error(&e);
         tracing::error!(error = %e, "store error");
         ApiError::internal("storage error")
     }

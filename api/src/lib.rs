@@ -19,10 +19,12 @@
 //! - [`http`]: request context, bodies, JSON parsing, responses with `Parley-Cursor`.
 //! - [`render`]: JSON shapes of the contract.
 //! - [`error`]: the API error type and its mapping to status and code.
+//! - [`fail_stop`]: a node that finds its stored data corrupt (at start, or on a read) stops.
 //! - [`metrics`]: Prometheus text.
 pub mod auth;
 pub mod data_dir;
 pub mod error;
+pub mod fail_stop;
 pub mod http;
 pub mod hub;
 pub mod ip_limits;

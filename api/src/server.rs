@@ -72,6 +72,8 @@ pub enum ServerError {
     Raft(#[from] parley_raft::RaftError),
     #[error("{0}")]
     Api(#[from] crate::error::ApiError),
+    #[error("{0}")]
+    CorruptJournal(String),
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -113,6 +115,8 @@ impl Node {
         crate::data_dir::restrict(&cfg.data_dir).map_err(|e| open_error(&e))?;
         let dbs = NodeDbs { state: db.clone(), log: log_db };
         let store = Store::open(db)?;
+        // Before raft applies anything: the next apply would extend a corrupt tail.
+        crate::fail_stop::check_tail(&store).map_err(ServerError::CorruptJournal)?;
         let hub = Hub::new(store.clone());
         let conn_limits = cfg.conn_limits;
         let node_cfg = NodeConfig {

@@ -256,11 +256,15 @@ pub fn read_page(store: &Store, req: PageRequest) -> Result<Page, StoreError> {
     let head = store.applied_cursor();
     let mut entries = Vec::new();
     let mut bytes = 0usize;
+    let mut scratch = parley_storage::journal::EntryScratch::default();
     for item in store.journal_raw(req.from.max(1)) {
         let (cursor, raw) = item?;
         if cursor > head || entries.len() >= limit || (bytes >= MAX_PAGE_BYTES && !entries.is_empty()) {
             break;
         }
+        // Never send an entry this node cannot vouch for: the puller would refuse it anyway
+        // (it checks the chain), but a corrupt entry here is this node's fault to report.
+        scratch.access(cursor, &raw)?;
         bytes += raw.len();
         entries.push(PageEntry { cursor, record: raw.to_vec() });
     }

@@ -381,10 +381,10 @@ impl Store {
         Ok(())
     }
 
-    /// One decoded journal entry.
+    /// One decoded journal entry (its hash checked, like every entry a read serves).
     pub fn entry(&self, cursor: u64) -> Result<Entry, StoreError> {
         let rec = self.journal_record(cursor)?.ok_or(JournalError::Missing { cursor })?;
-        Ok(rec.entry()?)
+        Ok(rec.verify()?)
     }
 
     /// Journal entries with cursor `>= from`, ascending, at most `limit`.
@@ -398,9 +398,48 @@ impl Store {
             if cursor > head {
                 break;
             }
-            out.push(JournalRecord::decode(cursor, &bytes)?.entry()?);
+            out.push(JournalRecord::decode(cursor, &bytes)?.verify()?);
         }
         Ok(out)
+    }
+
+    /// Checks the last `n` entries of the journal: each decodes, its hash recomputes, each
+    /// links to the one before, and the last is the head record's cursor and hash. What a node
+    /// checks at start before it serves or extends its journal: O(n), whatever the history (the
+    /// rest is checked where it is read, [`crate::journal::EntryScratch`]).
+    pub fn verify_tail(&self, n: u64) -> Result<(), StoreError> {
+        let head = self.head()?;
+        if head.cursor == 0 {
+            return Ok(());
+        }
+        let first = head.cursor.saturating_sub(n.max(1) - 1).max(1);
+        let mut prev: Option<(u64, Hash)> = None;
+        for item in self.journal_raw(first) {
+            let (cursor, bytes) = item?;
+            if cursor > head.cursor {
+                break;
+            }
+            let expected = prev.map_or(first, |(c, _)| c + 1);
+            if cursor != expected {
+                return Err(JournalError::Missing { cursor: expected }.into());
+            }
+            let rec = JournalRecord::decode(cursor, &bytes)?;
+            rec.verify()?;
+            if let Some((c, hash)) = prev {
+                if rec.prev_hash != hash {
+                    return Err(JournalError::BrokenLink { cursor, prev: c }.into());
+                }
+            }
+            prev = Some((cursor, rec.hash));
+        }
+        match prev {
+            Some((c, hash)) if c == head.cursor && hash == head.hash => Ok(()),
+            Some((c, _)) if c < head.cursor => Err(JournalError::Missing { cursor: c + 1 }.into()),
+            None => Err(JournalError::Missing { cursor: first }.into()),
+            Some((_, hash)) => {
+                Err(JournalError::HeadMismatch { expected: hex::encode(head.hash), actual: hex::encode(hash) }.into())
+            }
+        }
     }
 
     /// Walks the whole hash chain. `Ok((last_cursor, head_hash))` or the first bad entry.

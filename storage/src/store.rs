@@ -30,6 +30,19 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// The stored data itself is bad (a record that does not decode, a journal entry whose
+    /// hash does not recompute or that is not where it should be): the node must stop rather
+    /// than serve or extend it. IO and sled errors are not: they say nothing of the bytes.
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            StoreError::Codec(_) | StoreError::Corrupt(_) | StoreError::Journal(_) => true,
+            StoreError::Sled(sled::Error::Corruption { .. }) => true,
+            StoreError::Sled(_) | StoreError::Format(_) => false,
+        }
+    }
+}
+
 /// Point reads of stored records, committed ([`Store`]) or as a transaction sees them
 /// ([`Tx`]): what the readers shared by queries and the domain ([`crate::message`]) need.
 pub(crate) trait ReadTrees {

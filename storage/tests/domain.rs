@@ -4,7 +4,8 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use parley_storage::{Command, CommandKind, Event, Rejection, Reply, Store};
+use parley_storage::journal::JournalError;
+use parley_storage::{Command, CommandKind, Event, HistoryQuery, Rejection, Reply, Store, StoreError};
 
 struct World {
     store: Store,
@@ -330,4 +331,46 @@ fn a_block_either_way_keeps_people_out_of_each_others_groups() {
     // Unblocking lifts it.
     w.run(CommandKind::Unblock { user_id: "alice".into(), target: "bob".into() });
     assert!(w.run(add("bob", bobs, vec!["alice".into()], 100)).result.is_ok());
+}
+
+/// Flips one bit of a message's body inside its stored journal record, as a disk or a bug might.
+fn flip_body_bit(store: &Store, cursor: u64, body: &str) {
+    let journal = store.db().open_tree("cursor_entry").unwrap();
+    let key = cursor.to_be_bytes();
+    let mut value = journal.get(key).unwrap().expect("entry stored").to_vec();
+    let at = value.windows(body.len()).position(|w| w == body.as_bytes()).expect("body in the record");
+    value[at] ^= 0x01;
+    journal.insert(key, value).unwrap();
+}
+
+#[test]
+fn a_flipped_bit_in_a_stored_entry_is_never_served_and_the_tail_check_finds_it() {
+    let mut w = World::new();
+    w.user("alice");
+    w.user("bob");
+    w.friends("alice", "bob");
+    let cursors: Vec<u64> = (0..6).map(|i| w.send("alice", "d:alice:bob", &format!("f{i}")).cursor).collect();
+    let head = *cursors.last().unwrap();
+    w.store.verify_tail(4).unwrap();
+    let all = HistoryQuery { after_seq: None, before_seq: None, limit: 100 };
+    assert_eq!(w.store.messages("d:alice:bob", all, 0).unwrap().len(), 6);
+
+    // An old entry (outside a 2-entry tail): start-up does not see it, every read of it does.
+    flip_body_bit(&w.store, cursors[1], "hello f1");
+    w.store.verify_tail(2).unwrap();
+    let bad = StoreError::Journal(JournalError::HashMismatch { cursor: cursors[1] });
+    let err = w.store.messages("d:alice:bob", all, 0).unwrap_err();
+    assert_eq!(err.to_string(), bad.to_string());
+    assert!(err.is_corruption());
+    let err = w.store.sync("bob", 0, 100).unwrap_err();
+    assert_eq!(err.to_string(), bad.to_string());
+    assert_eq!(w.store.entry(cursors[1]).unwrap_err().to_string(), bad.to_string());
+    // Pages after it are still served: only the bad entry is refused.
+    assert_eq!(w.store.messages("d:alice:bob", HistoryQuery { after_seq: Some(2), ..all }, 0).unwrap().len(), 4);
+
+    // The newest entry: the tail check at start finds it.
+    flip_body_bit(&w.store, head, "hello f5");
+    let err = w.store.verify_tail(2).unwrap_err();
+    assert_eq!(err.to_string(), StoreError::Journal(JournalError::HashMismatch { cursor: head }).to_string());
+    assert!(w.store.verify_journal().is_err());
 }
