@@ -9,57 +9,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cluster_support::*;
-use serde_json::{json, Value};
-
-/// Three friends, their direct conversations and one group; returns (users, conv -> a reader).
-async fn population(c: &Cluster, tag: &str) -> (Vec<User>, BTreeMap<String, User>, String) {
-    let http = &c.http;
-    let bases: Vec<String> = c.ids().iter().map(|i| c.url(*i)).collect();
-    let mut users = Vec::new();
-    for (i, name) in ["ann", "ben", "cat"].iter().enumerate() {
-        users.push(user(http, &bases[i % bases.len()], &format!("{name}_{tag}")).await);
-    }
-    let cursor = users.iter().map(|u| u.cursor).max().unwrap();
-    applied_everywhere(http, &bases, cursor).await;
-    befriend(http, &bases[0], &bases[1], &users[0], &users[1]).await;
-    befriend(http, &bases[1], &bases[2], &users[1], &users[2]).await;
-    befriend(http, &bases[2], &bases[0], &users[0], &users[2]).await;
-    let (s, g) = post(
-        http,
-        &format!("{}/v1/groups", bases[1]),
-        Some(&users[0].token),
-        json!({"name": "failover", "members": [users[1].id, users[2].id]}),
-    )
-    .await;
-    assert_eq!(s, 201, "{g}");
-    let group_conv = g["conversation_id"].as_str().unwrap().to_string();
-    applied_everywhere(http, &bases, g["cursor"].as_u64().unwrap()).await;
-    let mut readers = BTreeMap::new();
-    readers.insert(dm(&users[0].id, &users[1].id), users[0].clone());
-    readers.insert(dm(&users[1].id, &users[2].id), users[1].clone());
-    readers.insert(dm(&users[0].id, &users[2].id), users[2].clone());
-    readers.insert(group_conv.clone(), users[0].clone());
-    (users, readers, group_conv)
-}
-
-/// Node base URLs starting at node `first` and going round.
-fn rotation(c: &Cluster, first: usize) -> Vec<String> {
-    let ids = c.ids();
-    (0..ids.len()).map(|k| c.url(ids[(first + k) % ids.len()])).collect()
-}
+use serde_json::Value;
 
 async fn check_all(c: &Cluster, readers: &BTreeMap<String, User>, acks: &[Ack]) {
     let ids = c.ids();
-    let converge = c.wait_converged(&ids, Duration::from_secs(30)).await;
+    let ((last, _, _), converge) = c.assert_identical(&ids, Duration::from_secs(30)).await;
     for id in &ids {
         check_exactly_once(&c.http, &c.url(*id), readers, acks).await;
-    }
-    let (ok, last, head, digest) = c.verify(ids[0]).await;
-    assert!(ok, "journal verifies");
-    for id in &ids[1..] {
-        let (ok2, last2, head2, digest2) = c.verify(*id).await;
-        assert!(ok2);
-        assert_eq!((last2, &head2, &digest2), (last, &head, &digest), "node {id} differs from node {}", ids[0]);
     }
     println!("converged {} ms after the load stopped; {} acks; head cursor {last}", ms(converge), acks.len());
 }
@@ -69,21 +25,8 @@ async fn leader_killed_under_concurrent_load_loses_and_doubles_nothing() {
     let mut c = Cluster::start(3, &[]).await;
     let http = c.http.clone();
     let (users, readers, group) = population(&c, "f").await;
-    let (ann, ben, cat) = (&users[0], &users[1], &users[2]);
     // Six clients, two per node, each retrying the same client_msg_id on errors.
-    let plan = [
-        (ann, dm(&ann.id, &ben.id)),
-        (ben, dm(&ann.id, &ben.id)),
-        (ben, dm(&ben.id, &cat.id)),
-        (cat, dm(&ben.id, &cat.id)),
-        (cat, dm(&ann.id, &cat.id)),
-        (ann, group.clone()),
-    ];
-    let senders: Vec<Sender> = plan
-        .iter()
-        .enumerate()
-        .map(|(i, (u, conv))| Sender { user: (*u).clone(), conv: conv.clone(), bases: rotation(&c, i % 3) })
-        .collect();
+    let senders = senders_everywhere(&c, &users, &group);
     let load = Load::start(&http, senders, "k", None);
 
     const ROUNDS: usize = 3;

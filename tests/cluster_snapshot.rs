@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cluster_support::*;
-use serde_json::Value;
 
 const SNAPSHOT_EVERY: u64 = 100;
 
@@ -58,42 +57,18 @@ async fn write(c: &Cluster, s: &Setup, n: usize, tag: &str) -> Vec<Ack> {
     acks
 }
 
-async fn raft_log(c: &Cluster, id: u64) -> (u64, u64, Option<u64>) {
-    let info = c.info(id).await.expect("cluster info");
-    (
-        info["last_log_index"].as_u64().unwrap(),
-        info["purged_index"].as_u64().unwrap_or(0),
-        info["snapshot_index"].as_u64(),
-    )
-}
-
-/// Everything a user's sync returns from node `id`, from cursor 0.
-async fn full_sync(c: &Cluster, id: u64, u: &User) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut since = 0;
-    loop {
-        let (s, b) = get(&c.http, &format!("{}/v1/sync?since={since}&limit=1000", c.url(id)), Some(&u.token)).await;
-        assert_eq!(s, 200, "{b}");
-        out.extend(b["updates"].as_array().unwrap().iter().cloned());
-        since = b["cursor"].as_u64().unwrap();
-        if !b["more"].as_bool().unwrap() {
-            return out;
-        }
-    }
-}
-
 /// Writes until the leader has purged the log the stopped follower needs (so it must catch
 /// up by snapshot), then checks the log stays bounded. The purge follows a snapshot
 /// asynchronously, and with command batching the number of log entries per message varies, so
 /// a fixed number of writes is not enough on its own; bounded at five more rounds.
 async fn write_until_snapshot_needed(c: &Cluster, s: &Setup, follower_last_log: u64, tag: &str, acks: &mut Vec<Ack>) {
     for round in 0..5 {
-        let (_, purged, _) = raft_log(c, s.leader).await;
+        let (_, purged, _) = c.raft_log(s.leader).await;
         if purged > follower_last_log + 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (_, purged, _) = raft_log(c, s.leader).await;
+        let (_, purged, _) = c.raft_log(s.leader).await;
         if purged > follower_last_log + 1 {
             break;
         }
@@ -104,7 +79,7 @@ async fn write_until_snapshot_needed(c: &Cluster, s: &Setup, follower_last_log: 
 
 /// The follower's needed log is purged on the leader; the log stays bounded.
 async fn assert_needs_snapshot(c: &Cluster, s: &Setup, follower_last_log: u64) {
-    let (last, purged, snapshot) = raft_log(c, s.leader).await;
+    let (last, purged, snapshot) = c.raft_log(s.leader).await;
     println!("leader raft log: last index {last}, purged up to {purged}, snapshot at {snapshot:?}; follower stopped at {follower_last_log}");
     assert!(snapshot.is_some(), "the leader has taken no snapshot");
     assert!(purged > follower_last_log + 1, "the leader still has the log the follower needs: purged {purged}");
@@ -125,10 +100,15 @@ async fn assert_identical(c: &Cluster, s: &Setup, acks: &[Ack]) {
         assert_eq!(heads[i], heads[0], "node {id}: (ok, last_cursor, head_hash, digest) differ from node {}", ids[0]);
         check_exactly_once(&c.http, &c.url(*id), &s.readers, acks).await;
     }
-    let (_, _, snap) = raft_log(c, s.follower).await;
+    let (_, _, snap) = c.raft_log(s.follower).await;
     assert!(snap.is_some(), "the follower has no snapshot");
     for u in &s.users {
-        assert_eq!(full_sync(c, s.follower, u).await, full_sync(c, s.leader, u).await, "sync of {} differs", u.id);
+        assert_eq!(
+            full_sync(&c.http, &c.url(s.follower), u).await,
+            full_sync(&c.http, &c.url(s.leader), u).await,
+            "sync of {} differs",
+            u.id
+        );
     }
 }
 
@@ -137,7 +117,7 @@ async fn paused_follower_catches_up_by_snapshot_to_the_same_journal() {
     let every = SNAPSHOT_EVERY.to_string();
     let mut c = Cluster::start(3, &["--snapshot-every", &every]).await;
     let s = setup(&c, "p").await;
-    let (follower_last_log, _, _) = raft_log(&c, s.follower).await;
+    let (follower_last_log, _, _) = c.raft_log(s.follower).await;
     c.pause(s.follower);
     let mut acks = write(&c, &s, 1000, "p").await;
     write_until_snapshot_needed(&c, &s, follower_last_log, "p", &mut acks).await;
@@ -155,7 +135,7 @@ async fn follower_down_long_catches_up_by_snapshot_after_restart() {
     let every = SNAPSHOT_EVERY.to_string();
     let mut c = Cluster::start(3, &["--snapshot-every", &every]).await;
     let s = setup(&c, "d").await;
-    let (follower_last_log, _, _) = raft_log(&c, s.follower).await;
+    let (follower_last_log, _, _) = c.raft_log(s.follower).await;
     c.kill9(s.follower);
     let mut acks = write(&c, &s, 600, "d").await;
     write_until_snapshot_needed(&c, &s, follower_last_log, "d", &mut acks).await;
@@ -186,7 +166,7 @@ async fn follower_killed_in_the_middle_of_an_install_resumes_and_converges() {
     // pulls several pages, then kills it as soon as its cursor has moved but not arrived.
     let mut killed_mid_install = false;
     for round in 0..3 {
-        let (follower_last_log, _, _) = raft_log(&c, s.follower).await;
+        let (follower_last_log, _, _) = c.raft_log(s.follower).await;
         c.kill9(s.follower);
         acks.extend(write(&c, &s, 5000, &format!("k{round}")).await);
         write_until_snapshot_needed(&c, &s, follower_last_log, &format!("k{round}"), &mut acks).await;
@@ -240,7 +220,7 @@ async fn follower_with_a_diverged_journal_fail_stops_and_serves_nothing() {
     let every = SNAPSHOT_EVERY.to_string();
     let mut c = Cluster::start(3, &["--snapshot-every", &every]).await;
     let s = setup(&c, "v").await;
-    let (follower_last_log, _, _) = raft_log(&c, s.follower).await;
+    let (follower_last_log, _, _) = c.raft_log(s.follower).await;
     c.stop(s.follower);
 
     // Tamper: append an entry the cluster never wrote to the stopped follower's journal. Its

@@ -75,10 +75,34 @@ fn random_hex() -> String {
 // Cluster
 // ---------------------------------------------------------------------------------------------
 
+pub mod netns;
+
+/// Where a node runs: the address it listens on, the address its peers reach it at (when not
+/// that one: a proxy), and what wraps its process (`ip netns exec <ns>`, environment).
+#[derive(Clone, Debug, Default)]
+pub struct Placement {
+    pub addr: String,
+    pub advertise: Option<String>,
+    pub prefix: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Placement {
+    pub fn local(addr: String) -> Placement {
+        Placement { addr, ..Placement::default() }
+    }
+
+    /// The address raft and forwarded writes use.
+    pub fn peer_addr(&self) -> &str {
+        self.advertise.as_deref().unwrap_or(&self.addr)
+    }
+}
+
 /// One node's process and where it lives.
 pub struct NodeProc {
     pub id: u64,
     pub addr: String,
+    pub place: Placement,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     /// Started with `--join` (no `--peers`).
@@ -111,14 +135,19 @@ impl Cluster {
     /// Starts `n` voters (ids 1..=n) with `flags` added to each `parley serve`, and waits until
     /// all are ready and agree on a leader.
     pub async fn start(n: u64, flags: &[&str]) -> Cluster {
+        let ports = free_ports(n as usize);
+        let places = (1..=n).zip(ports).map(|(id, p)| (id, Placement::local(format!("127.0.0.1:{p}")))).collect();
+        Cluster::start_placed(places, flags).await
+    }
+
+    /// Starts one voter per entry of `places` (see [`Placement`]), like [`Cluster::start`].
+    pub async fn start_placed(places: BTreeMap<u64, Placement>, flags: &[&str]) -> Cluster {
         let turn = turn().await;
         let dir = tempfile::Builder::new()
             .prefix("parley-cluster-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("temp dir");
-        let ports = free_ports(n as usize);
-        let addrs: BTreeMap<u64, String> = (1..=n).zip(ports).map(|(id, p)| (id, format!("127.0.0.1:{p}"))).collect();
-        let peers = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
+        let peers = places.iter().map(|(id, p)| format!("{id}={}", p.peer_addr())).collect::<Vec<_>>().join(",");
         let http = reqwest::Client::builder()
             .timeout(HTTP_TIMEOUT)
             .connect_timeout(Duration::from_secs(2))
@@ -135,10 +164,12 @@ impl Cluster {
             dir: Some(dir),
             _turn: turn,
         };
-        for (id, addr) in addrs {
+        for (id, place) in places {
             let data_dir = cluster.root().join(format!("node-{id}"));
             let log = cluster.root().join(format!("node-{id}.log"));
-            cluster.nodes.insert(id, NodeProc { id, addr, data_dir, log, join: false, child: None, stopped: false });
+            let addr = place.addr.clone();
+            let node = NodeProc { id, addr, place, data_dir, log, join: false, child: None, stopped: false };
+            cluster.nodes.insert(id, node);
             cluster.spawn(id);
         }
         let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
@@ -170,7 +201,15 @@ impl Cluster {
         let node = self.nodes.get(&id).expect("known node");
         assert!(node.child.is_none(), "node {id} is already running");
         let log = OpenOptions::new().create(true).append(true).open(&node.log).unwrap();
-        let mut cmd = Command::new(bin());
+        let mut cmd = match node.place.prefix.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bin());
+                cmd
+            }
+            None => Command::new(bin()),
+        };
+        cmd.envs(node.place.env.iter().map(|(k, v)| (k, v)));
         cmd.arg("serve")
             .arg("--node-id")
             .arg(id.to_string())
@@ -187,6 +226,9 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        if let Some(advertise) = &node.place.advertise {
+            cmd.arg("--advertise").arg(advertise);
+        }
         if node.join {
             cmd.arg("--join");
         } else {
@@ -201,13 +243,17 @@ impl Cluster {
     /// Starts a new node `id` with `--join` (it waits to be added); returns its address.
     pub fn spawn_joining(&mut self, id: u64) -> String {
         let port = free_ports(1)[0];
-        let addr = format!("127.0.0.1:{port}");
+        self.spawn_joining_placed(id, Placement::local(format!("127.0.0.1:{port}")))
+    }
+
+    /// Starts a new node `id` with `--join` at `place`; returns the address peers use.
+    pub fn spawn_joining_placed(&mut self, id: u64, place: Placement) -> String {
         let data_dir = self.root().join(format!("node-{id}"));
         let log = self.root().join(format!("node-{id}.log"));
-        self.nodes
-            .insert(id, NodeProc { id, addr: addr.clone(), data_dir, log, join: true, child: None, stopped: false });
+        let (addr, peer) = (place.addr.clone(), place.peer_addr().to_string());
+        self.nodes.insert(id, NodeProc { id, addr, place, data_dir, log, join: true, child: None, stopped: false });
         self.spawn(id);
-        addr
+        peer
     }
 
     /// SIGKILL, and reap.
@@ -371,6 +417,30 @@ impl Cluster {
         }
     }
 
+    /// Waits until `ids` have converged, then checks every journal verifies and that all have
+    /// the same `(last_cursor, head_hash, digest)`; returns it and how long convergence took.
+    pub async fn assert_identical(&self, ids: &[u64], timeout: Duration) -> ((u64, String, String), Duration) {
+        let took = self.wait_converged(ids, timeout).await;
+        let (ok, last, head, digest) = self.verify(ids[0]).await;
+        assert!(ok, "node {}: journal does not verify", ids[0]);
+        for id in &ids[1..] {
+            let (ok2, last2, head2, digest2) = self.verify(*id).await;
+            assert!(ok2, "node {id}: journal does not verify");
+            assert_eq!((last2, &head2, &digest2), (last, &head, &digest), "node {id} differs from node {}", ids[0]);
+        }
+        ((last, head, digest), took)
+    }
+
+    /// Node `id`'s raft log: `(last_log_index, purged_index, snapshot_index)`.
+    pub async fn raft_log(&self, id: u64) -> (u64, u64, Option<u64>) {
+        let info = self.info(id).await.expect("cluster info");
+        (
+            info["last_log_index"].as_u64().unwrap(),
+            info["purged_index"].as_u64().unwrap_or(0),
+            info["snapshot_index"].as_u64(),
+        )
+    }
+
     pub fn log_tail(&self, id: u64, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.nodes[&id].log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
@@ -408,6 +478,62 @@ pub struct User {
     pub token: String,
     /// The cursor of the login: a node serves this token once it has applied it.
     pub cursor: u64,
+}
+
+/// Three friends (registered on different nodes), their direct conversations and one group;
+/// returns (users, conv -> a user who can read it, the group's conversation).
+pub async fn population(c: &Cluster, tag: &str) -> (Vec<User>, BTreeMap<String, User>, String) {
+    let http = &c.http;
+    let bases: Vec<String> = c.ids().iter().map(|i| c.url(*i)).collect();
+    let mut users = Vec::new();
+    for (i, name) in ["ann", "ben", "cat"].iter().enumerate() {
+        users.push(user(http, &bases[i % bases.len()], &format!("{name}_{tag}")).await);
+    }
+    let cursor = users.iter().map(|u| u.cursor).max().unwrap();
+    applied_everywhere(http, &bases, cursor).await;
+    befriend(http, &bases[0], &bases[1], &users[0], &users[1]).await;
+    befriend(http, &bases[1], &bases[2], &users[1], &users[2]).await;
+    befriend(http, &bases[2], &bases[0], &users[0], &users[2]).await;
+    let (s, g) = post(
+        http,
+        &format!("{}/v1/groups", bases[1]),
+        Some(&users[0].token),
+        json!({"name": "failover", "members": [users[1].id, users[2].id]}),
+    )
+    .await;
+    assert_eq!(s, 201, "{g}");
+    let group_conv = g["conversation_id"].as_str().unwrap().to_string();
+    applied_everywhere(http, &bases, g["cursor"].as_u64().unwrap()).await;
+    let mut readers = BTreeMap::new();
+    readers.insert(dm(&users[0].id, &users[1].id), users[0].clone());
+    readers.insert(dm(&users[1].id, &users[2].id), users[1].clone());
+    readers.insert(dm(&users[0].id, &users[2].id), users[2].clone());
+    readers.insert(group_conv.clone(), users[0].clone());
+    (users, readers, group_conv)
+}
+
+/// Node base URLs starting at node `first` and going round.
+pub fn rotation(c: &Cluster, first: usize) -> Vec<String> {
+    let ids = c.ids();
+    (0..ids.len()).map(|k| c.url(ids[(first + k) % ids.len()])).collect()
+}
+
+/// Six senders over [`population`]'s conversations, two starting on each node: both sides of
+/// every direct conversation and the group.
+pub fn senders_everywhere(c: &Cluster, users: &[User], group: &str) -> Vec<Sender> {
+    let (ann, ben, cat) = (&users[0], &users[1], &users[2]);
+    let plan = [
+        (ann, dm(&ann.id, &ben.id)),
+        (ben, dm(&ann.id, &ben.id)),
+        (ben, dm(&ben.id, &cat.id)),
+        (cat, dm(&ben.id, &cat.id)),
+        (cat, dm(&ann.id, &cat.id)),
+        (ann, group.to_string()),
+    ];
+    plan.iter()
+        .enumerate()
+        .map(|(i, (u, conv))| Sender { user: (*u).clone(), conv: conv.clone(), bases: rotation(c, i % 3) })
+        .collect()
 }
 
 /// `(status, body)` of a request; body `Null` when not JSON.
@@ -492,6 +618,21 @@ pub async fn messages(http: &reqwest::Client, base: &str, user: &User, conv: &st
         }
         after = page.last().unwrap()["seq"].as_u64().unwrap();
         out.extend(page);
+    }
+}
+
+/// Everything user `u`'s sync returns from node `base`, from cursor 0.
+pub async fn full_sync(http: &reqwest::Client, base: &str, u: &User) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut since = 0;
+    loop {
+        let (s, b) = get(http, &format!("{base}/v1/sync?since={since}&limit=1000"), Some(&u.token)).await;
+        assert_eq!(s, 200, "sync on {base}: {b}");
+        out.extend(b["updates"].as_array().expect("updates").iter().cloned());
+        since = b["cursor"].as_u64().expect("cursor");
+        if !b["more"].as_bool().expect("more") {
+            return out;
+        }
     }
 }
 
@@ -614,31 +755,67 @@ impl Load {
     }
 }
 
-/// Checks on node `base` that every acknowledged message is stored exactly once with the seq
-/// it was acknowledged with, and that each conversation's seqs are exactly 1..N.
-pub async fn check_exactly_once(http: &reqwest::Client, base: &str, reader: &BTreeMap<String, User>, acks: &[Ack]) {
+/// What node `base` holds of the acknowledged sends: how many are missing or at another seq,
+/// how many client message ids are stored more than once, and whether some conversation's
+/// seqs are not exactly 1..N.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tally {
+    pub lost: usize,
+    pub duplicated: usize,
+    pub seq_gaps: usize,
+    /// The first few problems, for the failure message.
+    pub problems: Vec<String>,
+}
+
+impl Tally {
+    fn problem(&mut self, p: String) {
+        if self.problems.len() < 10 {
+            self.problems.push(p);
+        }
+    }
+
+    pub fn clean(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.seq_gaps == 0
+    }
+}
+
+/// Counts, on node `base`, the acknowledged messages that are not stored exactly once at the
+/// seq they were acknowledged with, and the conversations whose seqs are not exactly 1..N.
+pub async fn tally(http: &reqwest::Client, base: &str, reader: &BTreeMap<String, User>, acks: &[Ack]) -> Tally {
     let min_cursor = acks.iter().map(|a| a.cursor).max().unwrap_or(0);
+    let mut t = Tally::default();
     for (conv, user) in reader {
         let stored = messages(http, base, user, conv, min_cursor).await;
         let seqs: Vec<u64> = stored.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
         let expected: Vec<u64> = (1..=stored.len() as u64).collect();
-        assert_eq!(seqs, expected, "{conv} on {base}: seqs are not 1..N");
+        if seqs != expected {
+            t.seq_gaps += 1;
+            t.problem(format!("{conv} on {base}: seqs are not 1..N"));
+        }
         let mut by_cmid: BTreeMap<String, u64> = BTreeMap::new();
         for m in &stored {
             let cmid = m["client_msg_id"].as_str().unwrap().to_string();
             let seq = m["seq"].as_u64().unwrap();
-            assert!(by_cmid.insert(cmid.clone(), seq).is_none(), "{cmid} stored twice in {conv} on {base}");
+            if by_cmid.insert(cmid.clone(), seq).is_some() {
+                t.duplicated += 1;
+                t.problem(format!("{cmid} stored twice in {conv} on {base}"));
+            }
         }
         for a in acks.iter().filter(|a| &a.conv == conv) {
-            assert_eq!(
-                by_cmid.get(&a.cmid),
-                Some(&a.seq),
-                "acknowledged {} (seq {}) missing or moved in {conv} on {base}",
-                a.cmid,
-                a.seq
-            );
+            if by_cmid.get(&a.cmid) != Some(&a.seq) {
+                t.lost += 1;
+                t.problem(format!("acknowledged {} (seq {}) missing or moved in {conv} on {base}", a.cmid, a.seq));
+            }
         }
     }
+    t
+}
+
+/// Checks on node `base` that every acknowledged message is stored exactly once with the seq
+/// it was acknowledged with, and that each conversation's seqs are exactly 1..N.
+pub async fn check_exactly_once(http: &reqwest::Client, base: &str, reader: &BTreeMap<String, User>, acks: &[Ack]) {
+    let t = tally(http, base, reader, acks).await;
+    assert!(t.clean(), "{base}: {t:?}");
 }
 
 /// The largest pause between consecutive acknowledgements that ends in `(from, to]`: after a
