@@ -71,6 +71,11 @@ pub struct ServeArgs {
     /// costs a flush, and the raft log is purged behind it [default: 2000].
     #[arg(long, env = "PARLEY_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
+    /// Raft heartbeat period in ms, also the timeout of one replication RPC: it must exceed the
+    /// slowest round trip between nodes. Election timeouts are 3 to 6 heartbeats; failover
+    /// takes about 9 to 12 [default: 100].
+    #[arg(long, env = "PARLEY_RAFT_HEARTBEAT_MS")]
+    pub raft_heartbeat_ms: Option<u64>,
     /// zstd-compress the journal and projections on disk (about a third of the bytes for chat
     /// text, at some send throughput). Chosen when the data dir is created; an existing one
     /// keeps its setting [default: true].
@@ -115,6 +120,7 @@ struct FileConfig {
     advertise: Option<String>,
     cache_mb: Option<u64>,
     snapshot_every: Option<u64>,
+    raft_heartbeat_ms: Option<u64>,
     compression: Option<bool>,
     header_timeout_secs: Option<u64>,
     body_timeout_secs: Option<u64>,
@@ -159,6 +165,7 @@ pub struct Settings {
     pub advertise: Option<String>,
     pub cache_mb: u64,
     pub snapshot_every: u64,
+    pub raft_heartbeat_ms: u64,
     pub compression: bool,
     pub header_timeout_secs: u64,
     pub body_timeout_secs: u64,
@@ -228,6 +235,11 @@ impl ServeArgs {
             advertise: self.advertise.or(file.advertise),
             cache_mb: self.cache_mb.or(file.cache_mb).unwrap_or(256).max(8),
             snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(2_000).max(1),
+            raft_heartbeat_ms: self
+                .raft_heartbeat_ms
+                .or(file.raft_heartbeat_ms)
+                .unwrap_or(parley_raft::node::HEARTBEAT_MS)
+                .clamp(10, 10_000),
             compression: self.compression.or(file.compression).unwrap_or(true),
             header_timeout_secs: self.header_timeout_secs.or(file.header_timeout_secs).unwrap_or(10).max(1),
             body_timeout_secs: self.body_timeout_secs.or(file.body_timeout_secs).unwrap_or(30).max(1),

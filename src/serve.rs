@@ -50,6 +50,7 @@ async fn serve(s: Settings) -> Result<(), String> {
         },
         cache_bytes: s.cache_mb * 1024 * 1024,
         snapshot_logs_since_last: s.snapshot_every,
+        raft_timing: parley_raft::RaftTiming::with_heartbeat(s.raft_heartbeat_ms),
         compression: s.compression,
         join: s.join,
         conn_limits: ConnLimits {

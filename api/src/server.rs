@@ -42,6 +42,8 @@ pub struct ServerConfig {
     /// All of sled's page caches together (the state db gets most; the raft log a slice).
     pub cache_bytes: u64,
     pub snapshot_logs_since_last: u64,
+    /// Raft's heartbeat and election timeouts.
+    pub raft_timing: parley_raft::RaftTiming,
     /// zstd compression of a *new* state db (an existing one keeps how it was created).
     pub compression: bool,
     /// Join an existing cluster: never initialise one, wait to be added by its leader.
@@ -125,6 +127,7 @@ impl Node {
             peers: cfg.peers.clone(),
             cluster_secret: cfg.api.cluster_secret.clone(),
             snapshot_logs_since_last: cfg.snapshot_logs_since_last,
+            timing: cfg.raft_timing,
         };
         let raft = if cfg.join {
             RaftNode::join(node_cfg, dbs, store.clone(), hub.clone()).await?

@@ -46,8 +46,8 @@ pub mod types;
 pub mod wire;
 
 pub use error::{InboundError, RaftError, WriteError};
-pub use log_store::LogStore;
+pub use log_store::{LogStore, PurgeLimit};
 pub use network::{sign, verify, Network, AUTH_HEADER};
-pub use node::{MembershipChange, NodeConfig, NodeDbs, RaftNode};
+pub use node::{MembershipChange, NodeConfig, NodeDbs, RaftNode, RaftTiming};
 pub use state_machine::{ApplyListener, NoopListener, StateMachine};
 pub use types::{NodeId, TypeConfig};

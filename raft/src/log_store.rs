@@ -153,6 +153,46 @@ pub struct LogStore {
     log: sled::Tree,
     state: sled::Tree,
     flusher: Flusher,
+    limit: PurgeLimit,
+    /// A purge the limit did not allow yet (see [`PurgeLimit`]).
+    deferred: std::sync::Arc<std::sync::Mutex<Option<LogId>>>,
+}
+
+/// How far the log may be purged: up to the last log index that a snapshot the state machine
+/// has durably recorded covers (its current snapshot, or the marker of an install it has
+/// begun). The state machine raises it after each such flush ([`PurgeLimit::raise`]).
+///
+/// openraft 0.9 purges the log up to an installed snapshot's last log id as soon as it hands
+/// the install to the state machine, concurrently with it. A kill -9 after that purge and
+/// before the state machine recorded anything left a node whose log was purged past its
+/// snapshot: openraft refuses that state at start (an invariant panic, every start), so the
+/// node was lost until wiped (found by the fault suite, `tests/faults.rs`). A purge past the
+/// limit is therefore deferred: it removes and records nothing until the limit allows it, and
+/// then runs before the next append (entries after an installed snapshot arrive only once the
+/// install is recorded), so the log never has a hole between old entries and new ones.
+#[derive(Clone, Debug)]
+pub struct PurgeLimit(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl PurgeLimit {
+    /// No limit (tools and tests that run a log store alone).
+    pub fn unlimited() -> Self {
+        PurgeLimit(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)))
+    }
+
+    /// Purges allowed up to `index` (none at all for `None`).
+    pub fn upto(index: Option<u64>) -> Self {
+        PurgeLimit(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(index.map_or(0, |i| i + 1))))
+    }
+
+    /// Allows purges up to `index` from now on (never lowers the limit).
+    pub fn raise(&self, index: u64) {
+        self.0.fetch_max(index.saturating_add(1), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a purge up to `index` is allowed.
+    pub fn allows(&self, index: u64) -> bool {
+        index < self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// Group commit for appends: callbacks wait here for the next flush of the db.
@@ -239,7 +279,19 @@ impl LogStore {
     pub fn open(db: sled::Db) -> Result<LogStore, sled::Error> {
         let log = db.open_tree(LOG_TREE)?;
         let state = db.open_tree(STATE_TREE)?;
-        Ok(LogStore { db, log, state, flusher: Flusher::new() })
+        Ok(LogStore {
+            db,
+            log,
+            state,
+            flusher: Flusher::new(),
+            limit: PurgeLimit::unlimited(),
+            deferred: Default::default(),
+        })
+    }
+
+    /// Purges only as far as `limit` allows (see [`PurgeLimit`]); the state machine's.
+    pub fn limit_purges(&mut self, limit: PurgeLimit) {
+        self.limit = limit;
     }
 
     fn read_state<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
@@ -368,6 +420,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        self.run_deferred_purge().await?;
         let mut batch = sled::Batch::default();
         let mut count = 0u64;
         let mut first = None;
@@ -410,6 +463,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     #[tracing::instrument(level = "debug", skip_all, fields(upto = log_id.index))]
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        if !self.limit.allows(log_id.index) {
+            tracing::info!(upto = log_id.index, "purge deferred: no durable snapshot covers it yet");
+            let mut deferred = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+            if deferred.as_ref().is_none_or(|d| d.index < log_id.index) {
+                *deferred = Some(log_id);
+            }
+            return Ok(());
+        }
+        self.purge_now(log_id).await
+    }
+}
+
+impl LogStore {
+    /// Runs a deferred purge once the limit allows it.
+    async fn run_deferred_purge(&mut self) -> Result<(), StorageError> {
+        let due = {
+            let mut deferred = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+            match *deferred {
+                Some(d) if self.limit.allows(d.index) => deferred.take(),
+                _ => None,
+            }
+        };
+        match due {
+            Some(log_id) => self.purge_now(log_id).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn purge_now(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let record = Self::state_record(&log_id).map_err(|e| state_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         self.state.insert(KEY_LAST_PURGED, record).map_err(|e| StorageIOError::write_logs(&e))?;
         // Durability point: the purge point is on disk before any entry is removed, so after a

@@ -32,11 +32,35 @@ use crate::state_machine::{ApplyListener, StateMachine};
 use crate::types::{AppendEntriesRequest, LogId, Node, NodeId, Raft, RaftMetrics, Snapshot, VoteRequest};
 use crate::wire::{self, PageRequest, SnapshotRequest};
 
-/// Heartbeat period; also the timeout of one append-entries RPC.
+/// Heartbeat period by default; also the timeout of one append-entries RPC.
 pub const HEARTBEAT_MS: u64 = 100;
-/// Election timeouts are drawn from `[min, max)`.
-pub const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
-pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
+/// Election timeouts are drawn from `[min, max)`: by default 3 and 6 heartbeats.
+pub const ELECTION_TIMEOUT_MIN_MS: u64 = 3 * HEARTBEAT_MS;
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 6 * HEARTBEAT_MS;
+
+/// Raft's clock. openraft uses the heartbeat period as the timeout of every append-entries
+/// RPC, so it must exceed the slowest round trip between members: with the default 100 ms, a
+/// link of 50 ms ± 50 ms each way times out most appends and the cluster never keeps a leader
+/// (measured by the fault suite, docs/RELIABILITY.md). [`RaftTiming::with_heartbeat`] scales
+/// the election timeouts with it (3 to 6 heartbeats), as etcd advises for its own pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming::with_heartbeat(HEARTBEAT_MS)
+    }
+}
+
+impl RaftTiming {
+    pub fn with_heartbeat(heartbeat_ms: u64) -> Self {
+        RaftTiming { heartbeat_ms, election_min_ms: 3 * heartbeat_ms, election_max_ms: 6 * heartbeat_ms }
+    }
+}
 /// Log entries kept behind a snapshot, so slightly lagging followers catch up from the log.
 /// Never more than one snapshot interval (see [`NodeConfig::snapshot_logs_since_last`]), so the
 /// log stays bounded by about two intervals and a small interval really exercises snapshots.
@@ -62,6 +86,7 @@ pub struct NodeConfig {
     pub cluster_secret: Vec<u8>,
     /// Build a snapshot after this many applied entries since the last one.
     pub snapshot_logs_since_last: u64,
+    pub timing: RaftTiming,
 }
 
 impl NodeConfig {
@@ -82,9 +107,9 @@ impl NodeConfig {
         }
         let config = openraft::Config {
             cluster_name: "parley".into(),
-            heartbeat_interval: HEARTBEAT_MS,
-            election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
-            election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
+            heartbeat_interval: self.timing.heartbeat_ms,
+            election_timeout_min: self.timing.election_min_ms,
+            election_timeout_max: self.timing.election_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: LOGS_KEPT_BEHIND_SNAPSHOT.min(self.snapshot_logs_since_last),
             max_payload_entries: MAX_PAYLOAD_ENTRIES,
@@ -264,6 +289,7 @@ impl RaftNode {
         let config = cfg.raft_config()?;
         let mut log_store = LogStore::open(dbs.log.clone())?;
         let mut state_machine = StateMachine::open(dbs.state.clone(), store, listener)?;
+        log_store.limit_purges(state_machine.purge_limit());
 
         let pristine = log_store.read_vote().await?.is_none()
             && log_store.get_log_state().await?.last_log_id.is_none()

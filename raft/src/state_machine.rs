@@ -48,6 +48,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
 use crate::frame::{self, FrameError};
+use crate::log_store::PurgeLimit;
 use crate::snapshot::{self, CatchUpError, JournalSource, Manifest};
 use crate::types::{Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::wire::{self, WireError};
@@ -106,6 +107,8 @@ struct Shared {
     installing: AtomicBool,
     /// Orders writes of the current snapshot record.
     record_order: std::sync::Mutex<()>,
+    /// How far the log store may purge: what durably recorded snapshots cover.
+    purge_limit: PurgeLimit,
 }
 
 /// The raft state machine over a [`Store`].
@@ -181,11 +184,23 @@ impl StateMachine {
             puller: OnceLock::new(),
             installing: AtomicBool::new(false),
             record_order: std::sync::Mutex::new(()),
+            purge_limit: PurgeLimit::upto(None),
         };
-        let installing = shared.pending_install().map_err(open_error)?.is_some();
-        shared.installing.store(installing, Ordering::SeqCst);
+        let pending = shared.pending_install().map_err(open_error)?;
+        shared.installing.store(pending.is_some(), Ordering::SeqCst);
         shared.migrate_legacy_snapshot().map_err(open_error)?;
+        let current = shared.load_current_snapshot().map_err(open_error)?;
+        for (meta, _) in current.iter().chain(pending.iter()) {
+            if let Some(l) = meta.last_log_id {
+                shared.purge_limit.raise(l.index);
+            }
+        }
         Ok(StateMachine { shared: Arc::new(shared) })
+    }
+
+    /// How far the log may be purged (give it to the [`crate::LogStore`]: `limit_purges`).
+    pub fn purge_limit(&self) -> PurgeLimit {
+        self.shared.purge_limit.clone()
     }
 
     /// Lets installs pull the journal through `source`; `node_id` is this node (never asked).
@@ -249,8 +264,11 @@ impl Shared {
             }
         }
         // Durability point: the applied state and the snapshot survive a restart before
-        // openraft purges logs the snapshot covers.
+        // openraft purges logs the snapshot covers; only then may the log store do so.
         self.db.flush_async().await?;
+        if let Some(l) = meta.last_log_id {
+            self.purge_limit.raise(l.index);
+        }
         Ok(())
     }
 
@@ -295,6 +313,12 @@ impl Shared {
         tx.put_meta(META_MEMBERSHIP, json_record(&meta.last_membership)?);
         tx.put_meta(META_INSTALLING, snapshot_record(meta, manifest)?);
         tx.commit()?;
+        // Durability point: once the marker is on disk a restart resumes this install, so the
+        // log it covers may go.
+        self.db.flush_async().await?;
+        if let Some(l) = meta.last_log_id {
+            self.purge_limit.raise(l.index);
+        }
         self.installing.store(true, Ordering::SeqCst);
         self.complete_install(meta, manifest).await
     }
@@ -457,7 +481,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let current = self.shared.load_current_snapshot().map_err(|e| snapshot_error(None, ErrorVerb::Read, e))?;
+        let read_error = |e| snapshot_error(None, ErrorVerb::Read, e);
+        // An install this node has begun (its marker is durable, and last-applied already names
+        // it) is its snapshot as far as raft is concerned: at start openraft checks that the log
+        // is purged no further than the snapshot, and it purges up to last-applied. The node
+        // finishes the pull before it serves, builds or leads (`finish_pending_install`).
+        if let Some((meta, manifest)) = self.shared.pending_install().map_err(read_error)? {
+            return Ok(Some(Snapshot { meta, snapshot: Box::new(manifest) }));
+        }
+        let current = self.shared.load_current_snapshot().map_err(read_error)?;
         Ok(current.map(|(meta, manifest)| Snapshot { meta, snapshot: Box::new(manifest) }))
     }
 }

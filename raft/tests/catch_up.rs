@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, LogId, Membership, StoredMembership};
@@ -281,7 +281,18 @@ async fn an_install_interrupted_by_a_crash_resumes_at_start_and_never_serves_hal
         db.flush().unwrap();
     }
 
-    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    // The aborted install's last blocking commit may still hold the db's file lock for a
+    // moment on a loaded machine (a real crash releases it at once): retry the open briefly.
+    let reopened = Instant::now();
+    let db = loop {
+        match sled::Config::new().path(dir.path()).open() {
+            Ok(db) => break db,
+            Err(_) if reopened.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("reopen after the crash: {e}"),
+        }
+    };
     let store = Store::open(db.clone()).unwrap();
     let mut sm = StateMachine::open(db, store.clone(), Arc::new(NoopListener)).unwrap();
     assert!(sm.is_installing(), "the marker survives the crash");

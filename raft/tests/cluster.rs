@@ -58,7 +58,14 @@ async fn start_member(id: NodeId, listener: TcpListener, addr: String, peers: BT
     let dir = tempfile::tempdir().unwrap();
     let db = sled::Config::new().path(dir.path()).open().unwrap();
     let store = Store::open(db.clone()).unwrap();
-    let cfg = NodeConfig { node_id: id, addr, peers, cluster_secret: SECRET.to_vec(), snapshot_logs_since_last: 5 };
+    let cfg = NodeConfig {
+        node_id: id,
+        addr,
+        peers,
+        cluster_secret: SECRET.to_vec(),
+        snapshot_logs_since_last: 5,
+        timing: Default::default(),
+    };
     let node = Arc::new(
         RaftNode::start(cfg, NodeDbs { state: db.clone(), log: db }, store.clone(), Arc::new(NoopListener))
             .await

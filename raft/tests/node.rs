@@ -28,6 +28,7 @@ fn config() -> NodeConfig {
         peers: BTreeMap::new(),
         cluster_secret: Vec::new(),
         snapshot_logs_since_last: 100,
+        timing: Default::default(),
     }
 }
 
