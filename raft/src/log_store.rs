@@ -471,6 +471,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             return Ok(());
         }
+        // A deferred purge this one covers is done with it (and must never run later: it would
+        // move the purge point back).
+        {
+            let mut deferred = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+            if deferred.as_ref().is_some_and(|d| d.index <= log_id.index) {
+                *deferred = None;
+            }
+        }
         self.purge_now(log_id).await
     }
 }
@@ -581,6 +589,41 @@ mod tests {
             StoredEntry::decode_record(&log_key(3), &bytes),
             Err(EntryCodecError::IndexMismatch { key: 3, stored: 2 })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_purge_past_the_limit_waits_for_it_and_never_moves_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let mut store = LogStore::open(db.clone()).unwrap();
+        let limit = PurgeLimit::upto(None);
+        store.limit_purges(limit.clone());
+        let log = db.open_tree(LOG_TREE).unwrap();
+        let entries = sample_entries();
+        for entry in &entries {
+            log.insert(log_key(entry.log_id.index), StoredEntry::from_entry(entry).unwrap().encode()).unwrap();
+        }
+        let (second, last) = (entries[1].log_id, entries.last().unwrap().log_id);
+
+        // Nothing durable covers it: the purge removes and records nothing.
+        store.purge(second).await.unwrap();
+        assert_eq!(store.get_log_state().await.unwrap().last_purged_log_id, None);
+        assert_eq!(store.try_get_log_entries(0..100).await.unwrap().len(), entries.len());
+
+        // Once the state machine has recorded a snapshot covering it, it runs (before an append).
+        limit.raise(second.index);
+        store.run_deferred_purge().await.unwrap();
+        assert_eq!(store.get_log_state().await.unwrap().last_purged_log_id, Some(second));
+        assert!(store.try_get_log_entries(0..=second.index).await.unwrap().is_empty());
+
+        // A later, larger purge supersedes a deferred smaller one, which never runs after it.
+        store.purge(last).await.unwrap();
+        assert_eq!(store.get_log_state().await.unwrap().last_purged_log_id, Some(second));
+        let beyond = log_id(2, last.index + 7);
+        limit.raise(beyond.index);
+        store.purge(beyond).await.unwrap();
+        store.run_deferred_purge().await.unwrap();
+        assert_eq!(store.get_log_state().await.unwrap().last_purged_log_id, Some(beyond));
     }
 
     #[tokio::test]
