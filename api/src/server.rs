@@ -121,6 +121,8 @@ impl Node {
             peers: cfg.peers.clone(),
             cluster_secret: cfg.api.cluster_secret.clone(),
             snapshot_logs_since_last: cfg.snapshot_logs_since_last,
+            peer_client: None,
+            peer_https: false,
         };
         let raft = if cfg.join {
             RaftNode::join(node_cfg, dbs, store.clone(), hub.clone()).await?

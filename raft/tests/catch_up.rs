@@ -67,7 +67,7 @@ fn run(store: &Store, cmds: &[Command]) {
 
 fn manifest_of(store: &Store) -> Manifest {
     let head = store.head().unwrap();
-    Manifest { head_cursor: head.cursor, head_hash: head.hash, source: None }
+    Manifest { head_cursor: head.cursor, head_hash: head.hash, source: None, requests: Default::default() }
 }
 
 /// Serves pages of a store, with knobs for faults; counts the pages it served.
