@@ -95,6 +95,8 @@ pub struct Cluster {
     pub flags: Vec<String>,
     pub nodes: BTreeMap<u64, NodeProc>,
     pub http: reqwest::Client,
+    /// `http`, or `https` for a cluster started with `--peer-tls-*` ([`Cluster::start_with`]).
+    pub scheme: &'static str,
     _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -111,6 +113,17 @@ impl Cluster {
     /// Starts `n` voters (ids 1..=n) with `flags` added to each `parley serve`, and waits until
     /// all are ready and agree on a leader.
     pub async fn start(n: u64, flags: &[&str]) -> Cluster {
+        let http = reqwest::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .connect_timeout(Duration::from_secs(2))
+            .pool_max_idle_per_host(32)
+            .build()
+            .unwrap();
+        Cluster::start_with(n, flags, http, "http").await
+    }
+
+    /// Like [`Cluster::start`], reaching the nodes with `http` at `scheme://` (a TLS cluster).
+    pub async fn start_with(n: u64, flags: &[&str], http: reqwest::Client, scheme: &'static str) -> Cluster {
         let turn = turn().await;
         let dir = tempfile::Builder::new()
             .prefix("parley-cluster-")
@@ -119,13 +132,8 @@ impl Cluster {
         let ports = free_ports(n as usize);
         let addrs: BTreeMap<u64, String> = (1..=n).zip(ports).map(|(id, p)| (id, format!("127.0.0.1:{p}"))).collect();
         let peers = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(",");
-        let http = reqwest::Client::builder()
-            .timeout(HTTP_TIMEOUT)
-            .connect_timeout(Duration::from_secs(2))
-            .pool_max_idle_per_host(32)
-            .build()
-            .unwrap();
         let mut cluster = Cluster {
+            scheme,
             secret: format!("secret-{}", random_hex()),
             admin: format!("admin-{}", random_hex()),
             peers,
@@ -158,7 +166,7 @@ impl Cluster {
     }
 
     pub fn url(&self, id: u64) -> String {
-        format!("http://{}", self.nodes[&id].addr)
+        format!("{}://{}", self.scheme, self.nodes[&id].addr)
     }
 
     pub fn addr(&self, id: u64) -> String {
