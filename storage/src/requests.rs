@@ -301,6 +301,52 @@ mod tests {
         assert_eq!(store.meta(META_REQUEST_SEQ).unwrap().and_then(|b| keys::trailing_u64(&b)), Some(WINDOW + 11));
     }
 
+    /// What remembering a request costs a DM send, on top of the send's own 7 records (pinned
+    /// in `engine.rs`): three small records. Pinned, so a fatter record fails here.
+    #[test]
+    fn a_recorded_send_costs_three_small_records() {
+        let (_d, store) = store();
+        for u in ["alice", "bob"] {
+            run(&store, None, &register(u));
+        }
+        run(
+            &store,
+            None,
+            &Command {
+                ts: 2,
+                kind: CommandKind::FriendRequest { from: "alice".into(), to: "bob".into(), note: String::new() },
+            },
+        );
+        run(
+            &store,
+            None,
+            &Command { ts: 3, kind: CommandKind::AcceptFriend { user_id: "bob".into(), from: "alice".into() } },
+        );
+        let send = |i: u64| Command {
+            ts: 10 + i,
+            kind: CommandKind::Send {
+                sender: "alice".into(),
+                conversation_id: "d:alice:bob".into(),
+                client_msg_id: format!("0b7c6f2e-3d1a-4c5b-9e8f-{i:012}"),
+                body: "x".repeat(100),
+                reply_to: None,
+                max_body_bytes: 4096,
+            },
+        };
+        run(&store, Some(&id(1)), &send(0));
+        let mut tx = store.begin();
+        execute_once(&mut tx, Some(&id(2)), &send(1)).unwrap();
+        let counts: Vec<_> = tx.write_counts().into_iter().map(|(t, n, b)| (t.name(), n, b)).collect();
+        let request_trees: Vec<_> = counts.iter().filter(|(t, _, _)| t.starts_with("request")).cloned().collect();
+        assert_eq!(
+            request_trees,
+            [("requestid_outcome", 1, 24 + 105), ("requestseq_requestid", 1, 8 + 24)],
+            "{counts:?}"
+        );
+        let meta = counts.iter().find(|(t, _, _)| *t == "meta").unwrap();
+        assert_eq!((meta.1, meta.2), (2, 52 + 11 + 8), "the head and the request counter");
+    }
+
     /// A snapshot carries the live table; the installing node answers repeats the same way.
     #[test]
     fn the_table_travels_with_a_snapshot() {
