@@ -327,4 +327,18 @@ mod tests {
         let args = ServeArgs { peers: Some("2=b:2".into()), cluster_secret: Some("s".into()), ..Default::default() };
         assert!(matches!(args.resolve(), Err(ConfigError::NodeNotInPeers(1))));
     }
+
+    #[test]
+    fn the_peer_tls_files_go_together() {
+        let args = ServeArgs { peer_tls_cert: Some("c.pem".into()), ..Default::default() };
+        assert!(matches!(args.resolve(), Err(ConfigError::Other(_))));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "peer_tls_cert = \"c.pem\"\npeer_tls_key = \"k.pem\"\npeer_tls_ca = \"ca.pem\"\n")
+            .unwrap();
+        let s = ServeArgs { config: Some(path), ..Default::default() }.resolve().unwrap();
+        let tls = s.peer_tls.expect("TLS from the file");
+        assert_eq!((tls.cert, tls.key, tls.ca), ("c.pem".into(), "k.pem".into(), "ca.pem".into()));
+        assert!(ServeArgs::default().resolve().unwrap().peer_tls.is_none());
+    }
 }

@@ -1,8 +1,10 @@
 //! Inbound raft traffic on the HTTP listener (`/raft/*`), authenticated by the signed envelope
 //! of [`parley_raft::envelope`] (sender, addressee, time, nonce, method, path and body under
 //! the cluster secret); a request without a valid, fresh, never-seen one is refused with 401
-//! and a body saying why, before it can touch the log. `/raft/write` runs a forwarded client command on the leader; `/raft/journal` serves
-//! journal pages to a node installing a snapshot. Bodies are binary ([`parley_raft::wire`]).
+//! and a body saying why, before it can touch the log. `/raft/write` runs a forwarded client
+//! command on the leader (under the request id the follower gave it); `/raft/journal` serves
+//! journal pages to a node installing a snapshot. Bodies are binary ([`parley_raft::wire`]),
+//! except `/raft/write`'s (JSON [`ForwardedWrite`]).
 //!
 //! The listener is public, so everything an unauthenticated sender can make the node hold is
 //! bounded before the signature can be checked (it covers the whole body):
