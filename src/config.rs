@@ -96,6 +96,17 @@ pub struct ServeArgs {
     /// (`parley members add`). Needs --cluster-secret.
     #[arg(long, env = "PARLEY_JOIN")]
     pub join: bool,
+    /// TLS on this node's whole listener and to its peers: its certificate chain (PEM), naming
+    /// the host of its advertised address. Needs --peer-tls-key and --peer-tls-ca.
+    #[arg(long, env = "PARLEY_PEER_TLS_CERT")]
+    pub peer_tls_cert: Option<PathBuf>,
+    /// The private key of --peer-tls-cert (PEM).
+    #[arg(long, env = "PARLEY_PEER_TLS_KEY")]
+    pub peer_tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signed every node's certificate: the only root peers are checked
+    /// against.
+    #[arg(long, env = "PARLEY_PEER_TLS_CA")]
+    pub peer_tls_ca: Option<PathBuf>,
 }
 
 /// The same settings as read from a TOML file.
@@ -126,6 +137,9 @@ struct FileConfig {
     body_timeout_secs: Option<u64>,
     max_conns_per_ip: Option<usize>,
     join: Option<bool>,
+    peer_tls_cert: Option<PathBuf>,
+    peer_tls_key: Option<PathBuf>,
+    peer_tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +185,7 @@ pub struct Settings {
     pub body_timeout_secs: u64,
     pub max_conns_per_ip: usize,
     pub join: bool,
+    pub peer_tls: Option<parley_api::tls::PeerTls>,
 }
 
 impl ServeArgs {
@@ -203,6 +218,17 @@ impl ServeArgs {
             .or(file.http)
             .or_else(|| peers.get(&node_id).cloned())
             .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        let peer_tls = match (
+            self.peer_tls_cert.or(file.peer_tls_cert),
+            self.peer_tls_key.or(file.peer_tls_key),
+            self.peer_tls_ca.or(file.peer_tls_ca),
+        ) {
+            (Some(cert), Some(key), Some(ca)) => Some(parley_api::tls::PeerTls { cert, key, ca }),
+            (None, None, None) => None,
+            _ => {
+                return Err(ConfigError::Other("--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together".into()))
+            }
+        };
         let ws_queue = self.ws_queue.or(file.ws_queue).unwrap_or(256);
         if ws_queue == 0 {
             return Err(ConfigError::Other("--ws-queue must be at least 1".into()));
@@ -245,6 +271,7 @@ impl ServeArgs {
             body_timeout_secs: self.body_timeout_secs.or(file.body_timeout_secs).unwrap_or(30).max(1),
             max_conns_per_ip: self.max_conns_per_ip.or(file.max_conns_per_ip).unwrap_or(512),
             join,
+            peer_tls,
         })
     }
 }
@@ -311,5 +338,19 @@ mod tests {
         assert!(matches!(args.resolve(), Err(ConfigError::SecretRequired)));
         let args = ServeArgs { peers: Some("2=b:2".into()), cluster_secret: Some("s".into()), ..Default::default() };
         assert!(matches!(args.resolve(), Err(ConfigError::NodeNotInPeers(1))));
+    }
+
+    #[test]
+    fn the_peer_tls_files_go_together() {
+        let args = ServeArgs { peer_tls_cert: Some("c.pem".into()), ..Default::default() };
+        assert!(matches!(args.resolve(), Err(ConfigError::Other(_))));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "peer_tls_cert = \"c.pem\"\npeer_tls_key = \"k.pem\"\npeer_tls_ca = \"ca.pem\"\n")
+            .unwrap();
+        let s = ServeArgs { config: Some(path), ..Default::default() }.resolve().unwrap();
+        let tls = s.peer_tls.expect("TLS from the file");
+        assert_eq!((tls.cert, tls.key, tls.ca), ("c.pem".into(), "k.pem".into(), "ca.pem".into()));
+        assert!(ServeArgs::default().resolve().unwrap().peer_tls.is_none());
     }
 }

@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node (single node by default; a cluster member with --peers).
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Run a local N-node cluster (child processes) until Ctrl-C.
     Cluster(cluster::ClusterArgs),
     /// Add, promote or remove cluster members through any node's admin API.
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Cluster(args) => cluster::run(args),
         Command::Members(args) => members::run(args),
         Command::Replay(args) => audit::replay::run(args),

@@ -57,6 +57,7 @@ async fn serve(s: Settings) -> Result<(), String> {
             header_timeout: Duration::from_secs(s.header_timeout_secs),
             max_per_ip: s.max_conns_per_ip,
         },
+        peer_tls: s.peer_tls.clone(),
     };
     let node = Node::start(cfg, listener).await.map_err(|e| e.to_string())?;
     let state = node.state.clone();
@@ -65,7 +66,8 @@ async fn serve(s: Settings) -> Result<(), String> {
         return Err("the node did not become ready within 30 s".into());
     }
     tracing::info!(addr = %bound, node_id = s.node_id, data_dir = %s.data_dir.display(), "serving");
-    println!("listening on http://{bound}");
+    let scheme = if s.peer_tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{bound}");
     let _ = std::io::stdout().flush();
     match server.await {
         Ok(result) => result.map_err(|e| e.to_string()),

@@ -128,6 +128,9 @@ async fn any_node_accepts_any_request_with_read_your_writes_and_restarts_reuse_s
     c.wait_converged(&ids, Duration::from_secs(10)).await;
 }
 
+/// Request headers as `(name, value)` pairs.
+type Headers = Vec<(&'static str, String)>;
+
 fn hmac_hex(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
     mac.update(body);
@@ -162,19 +165,31 @@ async fn raft_rpcs_without_the_cluster_secret_are_refused_and_touch_nothing() {
         for (rpc, body) in &rpcs {
             let bytes = serde_json::to_vec(body).unwrap();
             let other_body = serde_json::to_vec(&json!({"other": true})).unwrap();
-            let headers: [(&str, Option<String>); 4] = [
+            let path = format!("/raft/{rpc}");
+            let envelope = |secret: &[u8], body: &[u8]| {
+                Some(parley_raft::envelope::sign(secret, 9, Some(*id), "POST", &path, body).headers().to_vec())
+            };
+            let not_hex = envelope(c.secret.as_bytes(), &bytes).map(|mut h| {
+                h[4].1 = "not-a-mac".into();
+                h
+            });
+            let headers: [(&str, Option<Headers>); 5] = [
                 ("no header", None),
-                ("not hex", Some("not-a-mac".into())),
-                ("wrong secret", Some(hmac_hex(b"not the cluster secret", &bytes))),
-                ("mac of another body", Some(hmac_hex(c.secret.as_bytes(), &other_body))),
+                (
+                    "a body-only MAC (the old scheme)",
+                    Some(vec![("Parley-Raft-Auth", hmac_hex(c.secret.as_bytes(), &bytes))]),
+                ),
+                ("not hex", not_hex),
+                ("wrong secret", envelope(b"not the cluster secret", &bytes)),
+                ("mac of another body", envelope(c.secret.as_bytes(), &other_body)),
             ];
             for (what, header) in headers {
                 let mut req = http
                     .post(format!("{}/raft/{rpc}", c.url(*id)))
                     .header("content-type", "application/json")
                     .body(bytes.clone());
-                if let Some(h) = header {
-                    req = req.header("Parley-Raft-Auth", h);
+                for (name, value) in header.into_iter().flatten() {
+                    req = req.header(name, value);
                 }
                 let resp = req.send().await.unwrap();
                 let status = resp.status().as_u16();
@@ -190,9 +205,9 @@ async fn raft_rpcs_without_the_cluster_secret_are_refused_and_touch_nothing() {
     let stale = serde_json::to_vec(&json!({"vote": {"leader_id": {"term": 0, "node_id": 9}, "committed": false},
                                             "last_log_id": null}))
     .unwrap();
-    let resp = http
-        .post(format!("{}/raft/vote", c.url(leader)))
-        .header("Parley-Raft-Auth", hmac_hex(c.secret.as_bytes(), &stale))
+    let signed = parley_raft::envelope::sign(c.secret.as_bytes(), 9, Some(leader), "POST", "/raft/vote", &stale);
+    let resp = signed
+        .apply(http.post(format!("{}/raft/vote", c.url(leader))))
         .header("content-type", "application/json")
         .body(stale)
         .send()
@@ -206,9 +221,9 @@ async fn raft_rpcs_without_the_cluster_secret_are_refused_and_touch_nothing() {
     // served (a stale vote request, which changes nothing).
     let vote = parley_raft::types::VoteRequest::new(parley_raft::types::Vote::new(0, 9), None);
     let stale = parley_raft::wire::encode(&vote).unwrap();
-    let resp = http
-        .post(format!("{}/raft/vote", c.url(leader)))
-        .header("Parley-Raft-Auth", hmac_hex(c.secret.as_bytes(), &stale))
+    let signed = parley_raft::envelope::sign(c.secret.as_bytes(), 9, Some(leader), "POST", "/raft/vote", &stale);
+    let resp = signed
+        .apply(http.post(format!("{}/raft/vote", c.url(leader))))
         .header("content-type", "application/octet-stream")
         .body(stale)
         .send()

@@ -123,6 +123,14 @@ async fn unsigned_raft_bodies_are_refused_before_they_are_read() {
     server.api().get("/healthz", None).await.ok(200);
 }
 
+/// Envelope header lines that pass every check made before the body is read (well formed,
+/// addressed to node 1, fresh) but carry a MAC under another secret: what an outsider who
+/// knows the format can send, and what must still cost the node no more than the RPC's cap.
+fn forged_envelope(path: &str) -> String {
+    let signed = parley_raft::envelope::sign(b"not the cluster secret", 2, Some(1), "POST", path, b"");
+    signed.headers().iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect()
+}
+
 #[tokio::test]
 async fn signed_raft_bodies_over_their_rpc_cap_are_refused_at_once() {
     let server = TestServer::start_with(&["--cluster-secret", "hardening-secret"]);
@@ -130,17 +138,29 @@ async fn signed_raft_bodies_over_their_rpc_cap_are_refused_at_once() {
     let before = rss_kb(&server);
     // Declared lengths over each RPC's cap: refused from the header alone, nothing buffered.
     for (path, len) in [("/raft/vote", 100u64 << 20), ("/raft/append", 100 << 20), ("/raft/journal", 100 << 20)] {
-        let (status, body, sent, elapsed) = post_huge(server.addr, path, "parley-raft-auth: 00\r\n", len).await;
+        let (status, body, sent, elapsed) = post_huge(server.addr, path, &forged_envelope(path), len).await;
         assert_eq!(status, 413, "{path} declaring {len} bytes: {body}");
         assert_eq!(body["error"]["code"], json!("payload_too_large"), "{body}");
         assert!(sent < len, "{path}: answered only after the whole body");
         assert!(elapsed < Duration::from_secs(2), "{path}: answered after {elapsed:?}");
     }
+    // A MAC header without the rest of the envelope (the old body-only scheme), or an envelope
+    // whose timestamp is outside the window, is refused before a byte of the body is read.
+    let forged = forged_envelope("/raft/append");
+    let ts_line = forged.lines().find(|l| l.starts_with("Parley-Raft-Ts: ")).expect("a timestamp header");
+    let old_ts = forged.replace(ts_line, "Parley-Raft-Ts: 1000");
+    for (what, headers) in [("a body-only MAC", "parley-raft-auth: 00\r\n".to_string()), ("a stale envelope", old_ts)] {
+        let (status, body, sent, elapsed) = post_huge(server.addr, "/raft/append", &headers, 100 << 20).await;
+        assert_eq!(status, 401, "{what}: {body}");
+        assert!(sent < 100 << 20, "{what}: answered only after the whole body");
+        assert!(elapsed < Duration::from_secs(2), "{what}: answered after {elapsed:?}");
+    }
     // A chunked body (no declared length) is cut off at the cap while streaming.
     let stream = TcpStream::connect(server.addr).await.unwrap();
     let (mut rd, mut wr) = stream.into_split();
     let writer = tokio::spawn(async move {
-        let head = "POST /raft/vote HTTP/1.1\r\nhost: x\r\nparley-raft-auth: 00\r\ntransfer-encoding: chunked\r\n\r\n";
+        let envelope = forged_envelope("/raft/vote");
+        let head = format!("POST /raft/vote HTTP/1.1\r\nhost: x\r\n{envelope}transfer-encoding: chunked\r\n\r\n");
         wr.write_all(head.as_bytes()).await.ok()?;
         let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "z".repeat(64 * 1024));
         for _ in 0..1000 {
@@ -322,7 +342,8 @@ async fn a_stalled_body_is_answered_408_at_the_body_timeout() {
 /// A 4-byte `/raft/{rpc}` body with a (wrong) signature header: the answer.
 async fn signed_garbage(addr: SocketAddr, rpc: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!("POST /raft/{rpc} HTTP/1.1\r\nhost: x\r\nparley-raft-auth: 00\r\ncontent-length: 4\r\n\r\nabcd");
+    let envelope = forged_envelope(&format!("/raft/{rpc}"));
+    let req = format!("POST /raft/{rpc} HTTP/1.1\r\nhost: x\r\n{envelope}content-length: 4\r\n\r\nabcd");
     s.write_all(req.as_bytes()).await.unwrap();
     read_head(&mut s, Duration::from_secs(2)).await.expect("an answer")
 }
@@ -336,7 +357,8 @@ async fn journal_pages_have_their_own_bound_and_never_starve_votes() {
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut s = TcpStream::connect(server.addr).await.unwrap();
-        let head = "POST /raft/journal HTTP/1.1\r\nhost: x\r\nparley-raft-auth: 00\r\ncontent-length: 100\r\n\r\n";
+        let envelope = forged_envelope("/raft/journal");
+        let head = format!("POST /raft/journal HTTP/1.1\r\nhost: x\r\n{envelope}content-length: 100\r\n\r\n");
         s.write_all(head.as_bytes()).await.unwrap();
         held.push(s);
     }

@@ -13,7 +13,8 @@
 //! - [`ws`]: a WebSocket connection: catch-up, live pulls, requests, slow-consumer close.
 //! - [`hub`]: which sockets are open and whom an applied entry wakes.
 //! - [`auth`]: argon2id passwords, JWTs bound to replicated sessions, the admin token.
-//! - [`listener`]: the accept loop: header timeout, per-IP connection cap, graceful stop.
+//! - [`listener`]: the accept loop: header timeout, per-IP connection cap, TLS, graceful stop.
+//! - [`tls`]: TLS between nodes: the listener's acceptor and the client that dials peers.
 //! - [`limits`]: per-user send and failed-login (per user id and source) rate limits.
 //! - [`ip_limits`]: per-source-IP limits on logins, registrations and admin requests.
 //! - [`http`]: request context, bodies, JSON parsing, responses with `Parley-Cursor`.
@@ -35,6 +36,7 @@ pub mod render;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod ws;
 
 pub use error::ApiError;

@@ -11,7 +11,8 @@
 //!   upgrade ends hyper's part of the connection but not the socket;
 //! - shut down gracefully: stop accepting, let in-flight requests finish.
 //!
-//! It speaks HTTP/1.1 only (see [`serve`] for why).
+//! It speaks HTTP/1.1 only (see [`serve`] for why), over TLS when the node has
+//! `--peer-tls-*` ([`crate::tls`]): the handshake must end within the header timeout too.
 //!
 //! Body read timeouts are per route ([`crate::http::read_body`]): only a route knows whether it
 //! reads a body.
@@ -25,8 +26,10 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
@@ -88,12 +91,17 @@ impl Drop for Slot {
     }
 }
 
-/// Serves `routes` on `listener` until `shutdown` resolves, then waits for in-flight
-/// connections to finish their requests (the caller bounds how long).
+/// A connection's byte stream: plain TCP or TLS over it (one type, so one hyper connection).
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Serves `routes` on `listener` (over TLS with `tls`) until `shutdown` resolves, then waits
+/// for in-flight connections to finish their requests (the caller bounds how long).
 pub async fn serve(
     listener: TcpListener,
     routes: BoxedFilter<(Response,)>,
     limits: ConnLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let per_ip = Arc::new(PerIp::default());
@@ -130,10 +138,28 @@ pub async fn serve(
             let mut filter = filter.clone();
             async move { Ok::<_, Infallible>(tower_call(&mut filter, req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
         let mut stop = stop_rx.clone();
         let open = open.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let io: Box<dyn Io> = match tls {
+                None => Box::new(stream),
+                // A client that never finishes its handshake is closed like one that never
+                // sends its headers; a plain-HTTP client fails the handshake at once.
+                Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => Box::new(tls_stream),
+                    Ok(Err(e)) => {
+                        tracing::debug!(ip = %peer.ip(), error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(ip = %peer.ip(), "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            let conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
             let mut conn = std::pin::pin!(conn);
             let ended = tokio::select! {
                 ended = conn.as_mut() => ended,

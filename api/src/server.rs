@@ -20,6 +20,7 @@ use crate::limits::{LoginLimiter, SendLimiter};
 use crate::listener::ConnLimits;
 use crate::metrics::Metrics;
 use crate::state::{ApiConfig, AppState};
+use crate::tls::PeerTls;
 
 /// Cache of the raft log's db.
 /// The raft log db's share of the cache: entries are read back only to replicate them and to
@@ -50,6 +51,8 @@ pub struct ServerConfig {
     pub join: bool,
     /// Header timeout and per-IP connection cap of the listener.
     pub conn_limits: ConnLimits,
+    /// TLS on the whole listener and to peers (`--peer-tls-*`); `None`: plain HTTP.
+    pub peer_tls: Option<PeerTls>,
 }
 
 /// What to tell sled for a page cache of `budget` bytes of memory. sled's `cache_capacity`
@@ -78,6 +81,8 @@ pub enum ServerError {
     CorruptJournal(String),
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("peer TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A started node; [`Node::serve`] runs it until shutdown.
@@ -85,6 +90,8 @@ pub struct Node {
     pub state: Arc<AppState>,
     listener: TcpListener,
     conn_limits: ConnLimits,
+    /// Wraps every connection when the node speaks TLS.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Node {
@@ -121,6 +128,17 @@ impl Node {
         crate::fail_stop::check_tail(&store).map_err(ServerError::CorruptJournal)?;
         let hub = Hub::new(store.clone());
         let conn_limits = cfg.conn_limits;
+        // With TLS, both clients (raft RPCs and forwarded writes) dial peers over https and
+        // trust only the cluster's CA.
+        let tls_client = |b: reqwest::ClientBuilder| match &cfg.peer_tls {
+            Some(tls) => tls.client(b),
+            None => Ok(b),
+        };
+        let acceptor = cfg.peer_tls.as_ref().map(PeerTls::acceptor).transpose()?;
+        let peer_client = match &cfg.peer_tls {
+            Some(_) => Some(parley_raft::network::peer_client(tls_client(reqwest::Client::builder())?)?),
+            None => None,
+        };
         let node_cfg = NodeConfig {
             node_id: cfg.node_id,
             addr: cfg.advertise_addr.clone(),
@@ -128,13 +146,15 @@ impl Node {
             cluster_secret: cfg.api.cluster_secret.clone(),
             snapshot_logs_since_last: cfg.snapshot_logs_since_last,
             timing: cfg.raft_timing,
+            peer_client,
+            peer_https: cfg.peer_tls.is_some(),
         };
         let raft = if cfg.join {
             RaftNode::join(node_cfg, dbs, store.clone(), hub.clone()).await?
         } else {
             RaftNode::start(node_cfg, dbs, store.clone(), hub.clone()).await?
         };
-        let http = reqwest::Client::builder()
+        let http = tls_client(reqwest::Client::builder())?
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(2))
             .pool_max_idle_per_host(64)
@@ -159,7 +179,7 @@ impl Node {
             http,
             raft_gates: Default::default(),
         });
-        Ok(Node { state, listener, conn_limits })
+        Ok(Node { state, listener, conn_limits, tls: acceptor })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -180,7 +200,7 @@ impl Node {
 
     /// Serves until `shutdown` resolves, then closes sockets, stops raft and flushes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
-        let Node { state, listener, conn_limits } = self;
+        let Node { state, listener, conn_limits, tls } = self;
         let routes = crate::routes::all(&state).with(warp::trace::request()).map(Reply::into_response).boxed();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let hub = state.hub.clone();
@@ -190,7 +210,7 @@ impl Node {
             hub.shutdown();
             let _ = stop_tx.send(true);
         };
-        let server = crate::listener::serve(listener, routes, conn_limits, signal);
+        let server = crate::listener::serve(listener, routes, conn_limits, tls, signal);
         let mut stop_rx2 = stop_rx.clone();
         tokio::select! {
             _ = server => {}

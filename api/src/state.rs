@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parley_raft::{RaftNode, WriteError};
-use parley_storage::{Command, CommandKind, Outcome, Reply, Store};
+use parley_raft::{NodeId, RaftNode, WriteError};
+use parley_storage::{Command, CommandKind, Outcome, Reply, RequestId, Store};
 
 use crate::auth::Auth;
 use crate::error::ApiError;
@@ -114,19 +114,25 @@ impl AppState {
     /// truncated away (it can then never commit); a forward that failed to connect or got 421
     /// never reached a leader's log. Any other doubt (timeout, connection lost mid-request) is
     /// answered `unavailable` and left to the client's idempotent retry.
+    ///
+    /// The command gets one request id here, kept for every attempt (local proposals and
+    /// forwards alike), so the state machine applies it at most once whatever is sent again.
     pub async fn propose(&self, cmd: Command) -> Result<Outcome, ApiError> {
         let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+        let request_id = self.raft.new_request_id();
         loop {
-            let written = match tokio::time::timeout(COMMIT_WAIT, self.raft.write(cmd.clone())).await {
+            let attempt = self.raft.write_request(request_id, cmd.clone());
+            let written = match tokio::time::timeout(COMMIT_WAIT, attempt).await {
                 Ok(written) => written,
                 Err(_) => return Err(ApiError::unavailable("the write was not committed in time")),
             };
             match written {
                 Ok(outcome) => return Ok(outcome),
-                Err(WriteError::ForwardToLeader { leader_addr: Some(addr), leader_id })
-                    if leader_id != Some(self.raft.node_id()) =>
+                Err(WriteError::ForwardToLeader { leader_addr: Some(addr), leader_id: Some(leader) })
+                    if leader != self.raft.node_id() =>
                 {
-                    match self.forward(&addr, &cmd).await {
+                    let write = ForwardedWrite { request_id, command: cmd.clone() };
+                    match self.forward(leader, &addr, &write).await {
                         Ok(outcome) => return Ok(outcome),
                         // Nothing reached the leader: safe to try again.
                         Err(Forward::NotSent(e)) if tokio::time::Instant::now() < deadline => {
@@ -151,14 +157,14 @@ impl AppState {
         }
     }
 
-    async fn forward(&self, addr: &str, cmd: &Command) -> Result<Outcome, Forward> {
-        let body = serde_json::to_vec(cmd).map_err(|e| Forward::NotSent(e.to_string()))?;
-        let url = format!("{}/raft/write", parley_raft::network::base_url(addr));
-        let sig = parley_raft::network::sign(&self.cfg.cluster_secret, &body);
-        let resp = self
-            .http
-            .post(url)
-            .header(crate::routes::raft::AUTH_HEADER, sig)
+    /// Sends `write` to the leader `leader` at `addr`, signed for it alone (a capture cannot
+    /// be replayed to another node, nor to it: see `parley_raft::envelope`).
+    async fn forward(&self, leader: NodeId, addr: &str, write: &ForwardedWrite) -> Result<Outcome, Forward> {
+        let body = serde_json::to_vec(write).map_err(|e| Forward::NotSent(e.to_string()))?;
+        let url = format!("{}{WRITE_PATH}", self.raft.peer_base_url(addr));
+        let signed = self.raft.sign(Some(leader), "POST", WRITE_PATH, &body);
+        let resp = signed
+            .apply(self.http.post(url))
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -198,6 +204,17 @@ impl AppState {
             _ => Err(ApiError::unavailable(format!("this node has not applied cursor {cursor} yet"))),
         }
     }
+}
+
+/// The path a follower forwards a client's command to, on the leader.
+pub const WRITE_PATH: &str = "/raft/write";
+
+/// The body of `POST /raft/write`: a client's command and the request id the proposing node
+/// gave it (the leader proposes it under that id, so a second delivery applies nothing).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ForwardedWrite {
+    pub request_id: RequestId,
+    pub command: Command,
 }
 
 enum Forward {

@@ -15,7 +15,9 @@
 //! - [`snapshot`]: snapshots as journal pointers ([`snapshot::Manifest`]); catching a node up
 //!   by pulling verified journal pages; serving them.
 //! - [`wire`]: the binary encoding (version byte + postcard) of every raft RPC body.
-//! - [`network`]: outbound raft RPCs over HTTP (reqwest) and the HMAC signature on each body.
+//! - [`envelope`]: the signed envelope of every node-to-node request (sender, addressee, time,
+//!   nonce, method, path, body under the cluster secret) and the replay guard that checks it.
+//! - [`network`]: outbound raft RPCs over HTTP or HTTPS (reqwest).
 //! - [`node`]: [`RaftNode`]: configuration, bootstrap, writes, membership, inbound RPC bodies.
 //! - [`error`]: the error enums users see.
 //!
@@ -35,6 +37,7 @@
 //!   db is flushed, so the log is bounded and never the only copy of applied state;
 //! - a write is answered only after its entry is durable in a quorum's logs and applied here.
 
+pub mod envelope;
 pub mod error;
 pub mod frame;
 pub mod log_store;
@@ -45,9 +48,10 @@ pub mod state_machine;
 pub mod types;
 pub mod wire;
 
+pub use envelope::{AuthError, Claims, AUTH_HEADER};
 pub use error::{InboundError, RaftError, WriteError};
 pub use log_store::{LogStore, PurgeLimit};
-pub use network::{sign, verify, Network, AUTH_HEADER};
+pub use network::Network;
 pub use node::{MembershipChange, NodeConfig, NodeDbs, RaftNode, RaftTiming};
 pub use state_machine::{ApplyListener, NoopListener, StateMachine};
 pub use types::{NodeId, TypeConfig};

@@ -34,7 +34,7 @@ use std::ops::{Bound, RangeBounds};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{CommittedLeaderId, EntryPayload, ErrorSubject, ErrorVerb, StorageIOError};
 use parley_storage::codec::{self, CodecError};
-use parley_storage::CommandBatch;
+use parley_storage::{CommandBatch, CommandBatchV1};
 use rkyv::{Archive, Deserialize, Serialize};
 use serde::de::DeserializeOwned;
 
@@ -70,10 +70,12 @@ pub struct StoredEntry {
 pub enum StoredPayload {
     /// A new leader's no-op entry.
     Blank,
-    /// An rkyv-encoded [`Command`].
+    /// An rkyv-encoded [`parley_storage::CommandBatchV1`] (before request ids; read only).
     Normal(Vec<u8>),
     /// A serde_json-encoded openraft membership.
     Membership(Vec<u8>),
+    /// An rkyv-encoded [`CommandBatch`] with its request ids.
+    Batch(Vec<u8>),
 }
 
 /// Why a log entry could not be encoded or decoded.
@@ -96,7 +98,7 @@ impl StoredEntry {
     pub fn from_entry(entry: &Entry) -> Result<StoredEntry, EntryCodecError> {
         let payload = match &entry.payload {
             EntryPayload::Blank => StoredPayload::Blank,
-            EntryPayload::Normal(cmd) => StoredPayload::Normal(codec::encode(cmd)),
+            EntryPayload::Normal(batch) => StoredPayload::Batch(codec::encode(batch)),
             EntryPayload::Membership(m) => StoredPayload::Membership(serde_json::to_vec(m)?),
         };
         Ok(StoredEntry {
@@ -112,7 +114,8 @@ impl StoredEntry {
         let log_id = self.log_id();
         let payload = match self.payload {
             StoredPayload::Blank => EntryPayload::Blank,
-            StoredPayload::Normal(bytes) => EntryPayload::Normal(codec::decode::<CommandBatch>(&bytes)?),
+            StoredPayload::Normal(bytes) => EntryPayload::Normal(codec::decode::<CommandBatchV1>(&bytes)?.into()),
+            StoredPayload::Batch(bytes) => EntryPayload::Normal(codec::decode::<CommandBatch>(&bytes)?),
             StoredPayload::Membership(bytes) => EntryPayload::Membership(serde_json::from_slice::<Membership>(&bytes)?),
         };
         Ok(Entry { log_id, payload })
@@ -538,7 +541,13 @@ mod tests {
         let membership = Membership::new(vec![BTreeSet::from([1u64])], nodes);
         vec![
             Entry { log_id: log_id(1, 1), payload: EntryPayload::Blank },
-            Entry { log_id: log_id(1, 2), payload: EntryPayload::Normal(CommandBatch { commands: vec![cmd] }) },
+            Entry {
+                log_id: log_id(1, 2),
+                payload: EntryPayload::Normal(CommandBatch {
+                    commands: vec![cmd],
+                    request_ids: vec![parley_storage::RequestId { node: 1, nonce: [7; 16] }],
+                }),
+            },
             Entry { log_id: log_id(2, 3), payload: EntryPayload::Membership(membership) },
         ]
     }
@@ -589,6 +598,20 @@ mod tests {
             StoredEntry::decode_record(&log_key(3), &bytes),
             Err(EntryCodecError::IndexMismatch { key: 3, stored: 2 })
         ));
+    }
+
+    /// An entry logged before request ids (payload variant `Normal`, a batch of commands
+    /// only) still reads back, as a batch without ids.
+    #[test]
+    fn an_entry_from_before_request_ids_reads_back_without_ids() {
+        let Entry { payload: EntryPayload::Normal(batch), .. } = &sample_entries()[1] else { unreachable!() };
+        let old = CommandBatchV1 { commands: batch.commands.clone() };
+        let stored =
+            StoredEntry { term: 1, leader_node_id: 1, index: 2, payload: StoredPayload::Normal(codec::encode(&old)) };
+        let back = StoredEntry::decode(&stored.encode()).unwrap().into_entry().unwrap();
+        let EntryPayload::Normal(back) = back.payload else { panic!("not a normal entry") };
+        assert_eq!(back.commands, batch.commands);
+        assert!(back.request_ids.is_empty());
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! Outbound raft RPCs over HTTP, and the shared-secret signature on every RPC body.
+//! Outbound raft RPCs over HTTP(S), each signed with the envelope of [`crate::envelope`].
 //!
 //! Owns the wire contract between nodes (the inbound side is mounted by the api crate through
 //! [`crate::RaftNode::handle_append`] and friends). Bodies are binary ([`crate::wire`]: a
@@ -11,8 +11,8 @@
 //! | `POST {addr}/raft/snapshot`  | [`SnapshotRequest`] (a manifest) | `Result<SnapshotResponse, Fatal>`, once installed |
 //! | `POST {addr}/raft/journal`   | [`PageRequest`]          | [`Page`] of stored journal records             |
 //!
-//! Every request carries [`AUTH_HEADER`]: hex HMAC-SHA256 of the exact body bytes under the
-//! cluster secret. A remote raft error travels inside a 200 body and becomes
+//! Every request carries the signed envelope ([`crate::envelope`]: sender, addressee, time,
+//! nonce, method, path and body under the cluster secret). A remote raft error travels inside a 200 body and becomes
 //! `RPCError::RemoteError`; a failed connection is `Unreachable` (openraft backs off); a
 //! timeout is `Timeout`; any other failure, including a non-2xx status (a wire version
 //! mismatch answers 400 naming both versions), is `NetworkError`.
@@ -22,14 +22,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use openraft::error::{Fatal, NetworkError, RemoteError, ReplicationClosed, StreamingError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::{OptionalSend, RPCTypes};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sha2::Sha256;
 
+use crate::envelope;
 use crate::node::MAX_APPEND_BODY_BYTES;
 use crate::snapshot::JournalSource;
 use crate::types::{
@@ -38,8 +37,6 @@ use crate::types::{
 };
 use crate::wire::{self, Page, PageRequest, SnapshotRequest};
 
-/// The header carrying the body's signature.
-pub const AUTH_HEADER: &str = "Parley-Raft-Auth";
 /// Paths of the RPCs, relative to a node's address.
 pub const APPEND_PATH: &str = "/raft/append";
 pub const VOTE_PATH: &str = "/raft/vote";
@@ -53,30 +50,6 @@ pub const SNAPSHOT_INSTALL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Timeout of one journal page request.
 pub const PAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type HmacSha256 = Hmac<Sha256>;
-
-/// Hex HMAC-SHA256 of `body` under `secret`.
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    // HMAC is defined for keys of any length (long keys are hashed, short ones padded); the
-    // error exists only for MACs with fixed key sizes, so this cannot fail.
-    #[allow(clippy::expect_used)]
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
-
-/// Whether `header` is the signature of `body` under `secret` (constant-time comparison).
-pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
-    let Ok(claimed) = hex::decode(header.trim()) else {
-        return false;
-    };
-    let Ok(mut mac) = HmacSha256::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(body);
-    mac.verify_slice(&claimed).is_ok()
-}
-
 /// `addr` as a base URL: a bare `host:port` gets `http://`; a trailing `/` is dropped.
 pub fn base_url(addr: &str) -> String {
     let addr = addr.trim_end_matches('/');
@@ -87,10 +60,19 @@ pub fn base_url(addr: &str) -> String {
     }
 }
 
+/// A peer's base URL: `addr` (with or without a scheme) under `https://` when nodes speak TLS,
+/// else `http://`, so a membership recorded before TLS was turned on is dialled the new way.
+pub fn peer_url(addr: &str, https: bool) -> String {
+    let bare = addr.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
+    format!("{}://{bare}", if https { "https" } else { "http" })
+}
+
 /// Makes one [`Connection`] per peer; connections are lazy (reqwest pools sockets).
 #[derive(Clone)]
 pub struct Network {
     node_id: NodeId,
+    /// Whether peers are dialled over TLS.
+    https: bool,
     /// This node's address, named as the journal source in the snapshots it sends.
     addr: String,
     client: reqwest::Client,
@@ -98,16 +80,54 @@ pub struct Network {
 }
 
 impl Network {
-    /// A network for node `node_id` at `addr`, signing with `secret`.
-    pub fn new(node_id: NodeId, addr: &str, secret: &[u8]) -> Result<Network, reqwest::Error> {
-        // Idle connections are dropped before a peer's listener would close them (its header
-        // timeout, at least 1 s, also ends idle keep-alive), so an RPC never races that close.
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(500))
-            .pool_idle_timeout(Duration::from_millis(900))
-            .build()?;
-        Ok(Network { node_id, addr: addr.to_string(), client, secret: Arc::from(secret) })
+    /// A network for node `node_id` at `addr`, signing with `secret`, over `client` (see
+    /// [`peer_client`]).
+    pub fn new(node_id: NodeId, addr: &str, secret: &[u8], client: reqwest::Client, https: bool) -> Network {
+        Network { node_id, https, addr: addr.to_string(), client, secret: Arc::from(secret) }
     }
+
+    /// Signs and posts one binary body to `base` + `path`, addressed to `to` (`None`: any node).
+    async fn post_raw(
+        &self,
+        base: &str,
+        path: &str,
+        to: Option<NodeId>,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<bytes::Bytes, Transport> {
+        let signed = envelope::sign(&self.secret, self.node_id, to, "POST", path, &body);
+        let request = self.client.post(format!("{base}{path}"));
+        let sent = signed
+            .apply(request)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await;
+        let classify = |e: reqwest::Error| {
+            if e.is_timeout() {
+                Transport::Timeout
+            } else if e.is_connect() {
+                Transport::Unreachable(e)
+            } else {
+                Transport::Network(e.to_string())
+            }
+        };
+        let response = sent.map_err(classify)?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(Transport::Network(format!("answered {status}: {text}")));
+        }
+        response.bytes().await.map_err(classify)
+    }
+}
+
+/// The HTTP client nodes use to reach each other (raft RPCs and forwarded writes): short
+/// connect timeout, idle connections dropped before a peer's listener would close them (its
+/// header timeout, at least 1 s, also ends idle keep-alive), so an RPC never races that close.
+pub fn peer_client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, reqwest::Error> {
+    builder.connect_timeout(Duration::from_millis(500)).pool_idle_timeout(Duration::from_millis(900)).build()
 }
 
 /// How one RPC attempt failed on the way (before any answer was decoded).
@@ -117,46 +137,11 @@ enum Transport {
     Network(String),
 }
 
-/// Signs and posts one binary body; the raw 200 answer.
-async fn post_raw(
-    client: &reqwest::Client,
-    secret: &[u8],
-    url: String,
-    body: Vec<u8>,
-    timeout: Duration,
-) -> Result<bytes::Bytes, Transport> {
-    let signature = sign(secret, &body);
-    let sent = client
-        .post(url)
-        .header(AUTH_HEADER, signature)
-        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-        .timeout(timeout)
-        .body(body)
-        .send()
-        .await;
-    let classify = |e: reqwest::Error| {
-        if e.is_timeout() {
-            Transport::Timeout
-        } else if e.is_connect() {
-            Transport::Unreachable(e)
-        } else {
-            Transport::Network(e.to_string())
-        }
-    };
-    let response = sent.map_err(classify)?;
-    let status = response.status();
-    if !status.is_success() {
-        let text = response.text().await.unwrap_or_default();
-        return Err(Transport::Network(format!("answered {status}: {text}")));
-    }
-    response.bytes().await.map_err(classify)
-}
-
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Connection {
-        Connection { net: self.clone(), target, base: base_url(&node.addr) }
+        Connection { net: self.clone(), target, base: peer_url(&node.addr, self.https) }
     }
 }
 
@@ -168,8 +153,7 @@ impl JournalSource for Network {
     ) -> Pin<Box<dyn Future<Output = Result<Page, String>> + Send + 'a>> {
         Box::pin(async move {
             let body = wire::encode(&req).map_err(|e| e.to_string())?;
-            let url = format!("{}{JOURNAL_PATH}", base_url(addr));
-            match post_raw(&self.client, &self.secret, url, body, PAGE_TIMEOUT).await {
+            match self.post_raw(&peer_url(addr, self.https), JOURNAL_PATH, None, body, PAGE_TIMEOUT).await {
                 Ok(bytes) => wire::decode::<Page>(&bytes).map_err(|e| e.to_string()),
                 Err(Transport::Timeout) => Err("timed out".into()),
                 Err(Transport::Unreachable(e)) => Err(format!("unreachable: {e}")),
@@ -215,8 +199,9 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("{}{path}", self.base);
-        let bytes = post_raw(&self.net.client, &self.net.secret, url, body, timeout)
+        let bytes = self
+            .net
+            .post_raw(&self.base, path, Some(self.target), body, timeout)
             .await
             .map_err(|t| self.rpc_error(action, timeout, path, t))?;
         let result: Result<Resp, RemoteRaftError<E>> =
@@ -309,9 +294,8 @@ impl RaftNetwork<TypeConfig> for Connection {
         manifest.source = Some(self.net.addr.clone());
         let req = SnapshotRequest { vote, meta: snapshot.meta, manifest };
         let body = wire::encode(&req).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        let url = format!("{}{SNAPSHOT_PATH}", self.base);
         let timeout = SNAPSHOT_INSTALL_TIMEOUT;
-        let sent = post_raw(&self.net.client, &self.net.secret, url, body, timeout);
+        let sent = self.net.post_raw(&self.base, SNAPSHOT_PATH, Some(self.target), body, timeout);
         let bytes = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             sent = sent => sent,
@@ -338,28 +322,6 @@ impl RaftNetwork<TypeConfig> for Connection {
 mod tests {
     use super::*;
 
-    #[test]
-    fn signature_verifies_under_the_same_secret_only() {
-        let body = br#"{"vote":1}"#;
-        let sig = sign(b"cluster-secret", body);
-        assert_eq!(sig.len(), 64, "hex of a 32-byte MAC");
-        assert!(verify(b"cluster-secret", body, &sig));
-        assert!(!verify(b"other-secret", body, &sig), "wrong secret must be refused");
-        assert!(!verify(b"cluster-secret", br#"{"vote":2}"#, &sig), "changed body must be refused");
-        assert!(!verify(b"cluster-secret", body, "not hex"));
-        assert!(!verify(b"cluster-secret", body, ""));
-        assert!(!verify(b"cluster-secret", body, &sig[..62]), "truncated MAC must be refused");
-    }
-
-    #[test]
-    fn signature_matches_rfc4231_test_case_2() {
-        // RFC 4231, test case 2: key "Jefe", data "what do ya want for nothing?".
-        assert_eq!(
-            sign(b"Jefe", b"what do ya want for nothing?"),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
-
     /// An append larger than a follower reads is cut to the prefix that fits, never to nothing.
     #[test]
     fn an_oversized_append_is_cut_to_the_prefix_that_fits() {
@@ -377,6 +339,7 @@ mod tests {
                         password_hash: String::new(),
                     },
                 }],
+                request_ids: Vec::new(),
             }),
         };
         let mut rpc = AppendEntriesRequest {
@@ -395,6 +358,13 @@ mod tests {
         rpc.entries.truncate(1);
         let one = wire::encode(&rpc).unwrap().len();
         assert_eq!(append_prefix(&rpc, one).unwrap(), 1);
+    }
+
+    #[test]
+    fn peer_url_follows_the_tls_setting() {
+        assert_eq!(peer_url("127.0.0.1:1", false), "http://127.0.0.1:1");
+        assert_eq!(peer_url("127.0.0.1:1", true), "https://127.0.0.1:1");
+        assert_eq!(peer_url("http://127.0.0.1:1/", true), "https://127.0.0.1:1");
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //!   the cluster's leader, and catches up from its log or a snapshot.
 //! - **write**: `client_write`; on a follower the caller gets the leader to forward to.
 //! - **inbound RPCs**: binary bodies in, binary bodies out ([`crate::wire`]), for the api crate
-//!   to mount on routes; [`RaftNode::authenticate`] checks the body signature with the cluster
-//!   secret. `/raft/journal` serves pages of this node's journal to nodes catching up.
+//!   to mount on routes; [`RaftNode::envelope_guard`] checks the signed envelope (sender,
+//!   addressee, time, nonce, method, path, body) and refuses replays. `/raft/journal` serves pages of this node's journal to nodes catching up.
 //! - **shutdown**: stop raft, then flush both dbs.
 //!
 //! Invariant: a damaged or wiped node must be removed from the membership and re-added as a
@@ -22,9 +22,10 @@ use std::sync::Arc;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
-use parley_storage::{Command, CommandBatch, Outcome, Store};
+use parley_storage::{Command, CommandBatch, Outcome, RequestId, Store};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::envelope::{self, ReplayGuard};
 use crate::error::{InboundError, RaftError, WriteError};
 use crate::log_store::LogStore;
 use crate::network::{self, Network};
@@ -87,6 +88,12 @@ pub struct NodeConfig {
     /// Build a snapshot after this many applied entries since the last one.
     pub snapshot_logs_since_last: u64,
     pub timing: RaftTiming,
+    /// The client for outbound RPCs (a TLS one when peers speak TLS); `None`: plain HTTP
+    /// with [`network::peer_client`]'s settings.
+    pub peer_client: Option<reqwest::Client>,
+    /// Whether peers are reached over `https://` (TLS between nodes; `peer_client` then
+    /// trusts the cluster's CA).
+    pub peer_https: bool,
 }
 
 impl NodeConfig {
@@ -156,11 +163,14 @@ pub struct RaftNode {
     raft: Raft,
     dbs: NodeDbs,
     secret: Arc<[u8]>,
+    /// Checks every inbound envelope: address, freshness, MAC, replays.
+    guard: Arc<ReplayGuard>,
     batcher: mpsc::Sender<Pending>,
     /// A handle on the state machine openraft drives (for install status and journal pages).
     state_machine: StateMachine,
     /// Snapshot installs under way on this node (see [`NoElections`]).
     installs: Arc<std::sync::atomic::AtomicUsize>,
+    peer_https: bool,
 }
 
 /// Keeps this node from campaigning while it installs a snapshot. openraft sends heartbeats on
@@ -190,8 +200,8 @@ impl Drop for NoElections {
     }
 }
 
-/// A command waiting for the batcher, and where its outcome goes.
-type Pending = (Command, oneshot::Sender<Result<Outcome, WriteError>>);
+/// A command waiting for the batcher, its request id, and where its outcome goes.
+type Pending = (RequestId, Command, oneshot::Sender<Result<Outcome, WriteError>>);
 
 /// Most commands in one raft entry.
 const MAX_BATCH_COMMANDS: usize = 512;
@@ -201,22 +211,31 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Group commit above raft: takes every command waiting, proposes them as one entry, hands each
 /// caller its own outcome. One batch is in flight at a time; commands arriving meanwhile form
 /// the next one, so batches grow with load and stay at one command when idle.
+///
+/// Every command carries its request id into the entry, so the state machine applies each at
+/// most once: re-proposing a command whose first proposal may have committed is safe.
 async fn batch_loop(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
     while let Some(first) = rx.recv().await {
-        let mut bytes = command_bytes(&first.0);
+        let mut bytes = command_bytes(&first.1);
         let mut pending = vec![first];
         while pending.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(p) => {
-                    bytes += command_bytes(&p.0);
+                    bytes += command_bytes(&p.1);
                     pending.push(p);
                 }
                 Err(_) => break,
             }
         }
-        let (commands, replies): (Vec<Command>, Vec<_>) = pending.into_iter().unzip();
-        let count = commands.len();
-        let result = raft.client_write(CommandBatch { commands }).await;
+        let count = pending.len();
+        let mut batch = CommandBatch { commands: Vec::with_capacity(count), request_ids: Vec::with_capacity(count) };
+        let mut replies = Vec::with_capacity(count);
+        for (id, cmd, reply) in pending {
+            batch.request_ids.push(id);
+            batch.commands.push(cmd);
+            replies.push(reply);
+        }
+        let result = raft.client_write(batch).await;
         match result {
             Ok(resp) if resp.data.outcomes.len() == count => {
                 for (reply, outcome) in replies.into_iter().zip(resp.data.outcomes) {
@@ -225,7 +244,10 @@ async fn batch_loop(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
             }
             Ok(resp) => {
                 // Cannot happen: apply answers one outcome per command. Refuse rather than
-                // hand anyone a wrong outcome.
+                // hand anyone a wrong outcome. The batch did commit: the callers propose again
+                // (`ForwardToLeader` without a leader means "ask raft again") under the same
+                // request ids, and the state machine answers them with these commands' first
+                // outcomes instead of applying them twice.
                 tracing::error!(expected = count, got = resp.data.outcomes.len(), "batch outcome count mismatch");
                 let err = WriteError::ForwardToLeader { leader_id: None, leader_addr: None };
                 for reply in replies {
@@ -295,7 +317,11 @@ impl RaftNode {
             && log_store.get_log_state().await?.last_log_id.is_none()
             && state_machine.applied_state().await?.0.is_none();
 
-        let network = Network::new(cfg.node_id, &cfg.addr, &cfg.cluster_secret)?;
+        let client = match &cfg.peer_client {
+            Some(client) => client.clone(),
+            None => network::peer_client(reqwest::Client::builder())?,
+        };
+        let network = Network::new(cfg.node_id, &cfg.addr, &cfg.cluster_secret, client, cfg.peer_https);
         state_machine.set_journal_source(cfg.node_id, Arc::new(network.clone()));
         let sm = state_machine.clone();
         let raft = Raft::new(cfg.node_id, Arc::new(config), network, log_store, state_machine).await?;
@@ -320,9 +346,11 @@ impl RaftNode {
             raft,
             dbs,
             secret: Arc::from(cfg.cluster_secret.as_slice()),
+            guard: Arc::new(ReplayGuard::new(cfg.node_id, &cfg.cluster_secret)),
             batcher,
             state_machine: sm,
             installs,
+            peer_https: cfg.peer_https,
         };
 
         let members = cfg.members();
@@ -377,12 +405,24 @@ impl RaftNode {
         Ok(self.raft.is_initialized().await?)
     }
 
-    /// Proposes `cmd` and waits until it is committed and applied; returns its outcome.
-    #[tracing::instrument(skip_all, fields(node_id = self.node_id, kind = cmd.kind.name(), index = tracing::field::Empty, cursor = tracing::field::Empty))]
+    /// A fresh request id of this node (128 random bits: no counter to persist).
+    pub fn new_request_id(&self) -> RequestId {
+        RequestId { node: self.node_id, nonce: rand::random() }
+    }
+
+    /// Proposes `cmd` under a fresh request id and waits until it is committed and applied;
+    /// returns its outcome.
     pub async fn write(&self, cmd: Command) -> Result<Outcome, WriteError> {
+        self.write_request(self.new_request_id(), cmd).await
+    }
+
+    /// Proposes `cmd` under request `id`: proposing the same id again (a retry of a write that
+    /// may have committed) applies it at most once and answers with its first outcome.
+    #[tracing::instrument(skip_all, fields(node_id = self.node_id, kind = cmd.kind.name(), request_node = id.node, cursor = tracing::field::Empty))]
+    pub async fn write_request(&self, id: RequestId, cmd: Command) -> Result<Outcome, WriteError> {
         let (tx, rx) = oneshot::channel();
         let stopped = || WriteError::Fatal(Box::new(openraft::error::Fatal::Stopped));
-        self.batcher.send((cmd, tx)).await.map_err(|_| stopped())?;
+        self.batcher.send((id, cmd, tx)).await.map_err(|_| stopped())?;
         let outcome = rx.await.map_err(|_| stopped())??;
         tracing::Span::current().record("cursor", outcome.cursor);
         Ok(outcome)
@@ -438,9 +478,21 @@ impl RaftNode {
         Ok(response.log_id)
     }
 
-    /// Whether `header` signs `body` with this cluster's secret (for inbound `/raft/*` routes).
-    pub fn authenticate(&self, body: &[u8], header: Option<&str>) -> bool {
-        header.is_some_and(|h| network::verify(&self.secret, body, h))
+    /// The check of inbound envelopes ([`crate::envelope`]): call
+    /// [`ReplayGuard::precheck`] before reading a body, [`ReplayGuard::check`] after.
+    pub fn envelope_guard(&self) -> &ReplayGuard {
+        &self.guard
+    }
+
+    /// The base URL of a peer at `addr` (`https://` when nodes speak TLS).
+    pub fn peer_base_url(&self, addr: &str) -> String {
+        network::peer_url(addr, self.peer_https)
+    }
+
+    /// Signs a request from this node to `to` (`None`: any node) for an outbound call the api
+    /// crate makes itself (a forwarded write).
+    pub fn sign(&self, to: Option<NodeId>, method: &str, path: &str, body: &[u8]) -> envelope::Signed {
+        envelope::sign(&self.secret, self.node_id, to, method, path, body)
     }
 
     /// Whether a snapshot install is under way: the store must not serve reads until it ends.

@@ -27,12 +27,15 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use parley_storage::journal::{Hash, JournalError, JournalRecord};
+use parley_storage::requests::RequestTable;
 use parley_storage::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::wire::{Page, PageEntry, PageRequest, MAX_PAGE_BYTES, MAX_PAGE_ENTRIES};
 
-/// What a raft snapshot holds: the journal head its last log id stands for.
+/// What a raft snapshot holds: the journal head its last log id stands for, and the state
+/// machine's request table at that point (bounded; see `parley_storage::requests`), which the
+/// journal cannot rebuild.
 ///
 /// `source` is transfer information, not state: the address of a node that holds the journal
 /// up to `head_cursor` (the sending leader fills it in; a freshly built manifest has none).
@@ -41,6 +44,26 @@ pub struct Manifest {
     pub head_cursor: u64,
     pub head_hash: Hash,
     pub source: Option<String>,
+    pub requests: RequestTable,
+}
+
+/// A manifest as wire v2 recorded it (before request ids): read back from the state db only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestV2 {
+    pub head_cursor: u64,
+    pub head_hash: Hash,
+    pub source: Option<String>,
+}
+
+impl From<ManifestV2> for Manifest {
+    fn from(old: ManifestV2) -> Manifest {
+        Manifest {
+            head_cursor: old.head_cursor,
+            head_hash: old.head_hash,
+            source: old.source,
+            requests: RequestTable::default(),
+        }
+    }
 }
 
 /// Fetches journal pages from other nodes (the signed `/raft/journal` RPC in production, an

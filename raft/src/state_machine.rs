@@ -162,7 +162,15 @@ fn snapshot_record(meta: &SnapshotMeta, manifest: &Manifest) -> Result<Vec<u8>, 
 }
 
 fn from_snapshot_record(raw: &[u8]) -> Result<(SnapshotMeta, Manifest), RecordError> {
-    Ok(wire::decode(frame::open(raw)?)?)
+    let payload = frame::open(raw)?;
+    match wire::decode(payload) {
+        // Recorded by a parley from before request ids (wire v2): a manifest without a table.
+        Err(WireError::Version { theirs: 2, .. }) => {
+            let (meta, old): (SnapshotMeta, snapshot::ManifestV2) = wire::decode_v2(payload)?;
+            Ok((meta, old.into()))
+        }
+        decoded => Ok(decoded?),
+    }
 }
 
 impl StateMachine {
@@ -291,7 +299,8 @@ impl Shared {
             let seq = self.db.generate_id()?;
             let meta =
                 SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id: format!("migrated-{seq}") };
-            let manifest = Manifest { head_cursor: head.cursor, head_hash: head.hash, source: None };
+            let requests = parley_storage::requests::export(&self.store)?;
+            let manifest = Manifest { head_cursor: head.cursor, head_hash: head.hash, source: None, requests };
             self.snapshots.insert(KEY_CURRENT, snapshot_record(&meta, &manifest)?)?;
         }
         for key in LEGACY_KEYS {
@@ -312,6 +321,9 @@ impl Shared {
         tx.put_meta(META_LAST_APPLIED, json_record(&meta.last_log_id)?);
         tx.put_meta(META_MEMBERSHIP, json_record(&meta.last_membership)?);
         tx.put_meta(META_INSTALLING, snapshot_record(meta, manifest)?);
+        // The request table as of the snapshot: the log entries after it are applied against
+        // it, exactly as on the nodes that applied everything.
+        parley_storage::requests::import(&mut tx, &manifest.requests)?;
         tx.commit()?;
         // Durability point: once the marker is on disk a restart resumes this install, so the
         // log it covers may go.
@@ -429,10 +441,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match &entry.payload {
                 EntryPayload::Normal(batch) => {
                     let mut outcomes = Vec::with_capacity(batch.commands.len());
-                    for cmd in &batch.commands {
+                    for (i, cmd) in batch.commands.iter().enumerate() {
                         // A storage error here is fatal: the whole batch is abandoned
-                        // uncommitted and openraft stops the node; nothing is skipped.
-                        let outcome = parley_storage::execute(&mut tx, cmd)
+                        // uncommitted and openraft stops the node; nothing is skipped. A
+                        // request id applied before answers its first outcome, unapplied.
+                        let outcome = parley_storage::execute_once(&mut tx, batch.request_id(i), cmd)
                             .map_err(|e| -> StorageError { StorageIOError::apply(entry.log_id, &e).into() })?;
                         cursor = cursor.max(outcome.cursor);
                         outcomes.push(outcome);
@@ -502,11 +515,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
         // One consistent read between two apply batches: the log id and the journal head it
         // stands for. O(1); apply waits only for these reads.
-        let (last_log_id, last_membership, head) = {
+        // The request table is read in the same pause: it is bounded (`requests::WINDOW`
+        // records), not history.
+        let (last_log_id, last_membership, head, requests) = {
             let _gate = shared.gate.lock().await;
             shared.finish_pending_install().await.map_err(build_error)?;
             let (l, m) = shared.read_applied_state().map_err(build_error)?;
-            (l, m, shared.store.head().map_err(|e| build_error(e.into()))?)
+            let head = shared.store.head().map_err(|e| build_error(e.into()))?;
+            let requests = parley_storage::requests::export(&shared.store).map_err(|e| build_error(e.into()))?;
+            (l, m, head, requests)
         };
 
         // sled ids are unique across restarts, so two snapshots at one log id differ in id.
@@ -516,7 +533,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             None => format!("none-{seq}"),
         };
         let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
-        let manifest = Manifest { head_cursor: head.cursor, head_hash: head.hash, source: None };
+        let manifest = Manifest { head_cursor: head.cursor, head_hash: head.hash, source: None, requests };
         let span = tracing::Span::current();
         span.record("snapshot_id", meta.snapshot_id.as_str());
         span.record("head", head.cursor);

@@ -30,7 +30,10 @@ use crate::types::{SnapshotMeta, Vote};
 
 /// The raft wire version this build speaks. Bump it with any change to an RPC type (ours or
 /// openraft's, e.g. on an openraft upgrade).
-pub const WIRE_VERSION: u8 = 2;
+///
+/// v3: request ids in every command batch and the request table in snapshot manifests (the
+/// signed envelope of `crate::envelope` changed at the same release).
+pub const WIRE_VERSION: u8 = 3;
 
 /// Why a body could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +75,21 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
         return Err(WireError::Trailing(tail.len()));
     }
     Ok(value)
+}
+
+/// Decodes a value that a v2 parley encoded (records it left in the state db; never a body).
+pub fn decode_v2<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+    match body.split_first() {
+        Some((2, rest)) => {
+            let (value, tail) = postcard::take_from_bytes(rest).map_err(WireError::Decode)?;
+            if !tail.is_empty() {
+                return Err(WireError::Trailing(tail.len()));
+            }
+            Ok(value)
+        }
+        Some((&theirs, _)) => Err(WireError::Version { ours: WIRE_VERSION, theirs }),
+        None => Err(WireError::Empty),
+    }
 }
 
 /// `/raft/snapshot`: the leader hands a follower a snapshot manifest; the follower pulls what
@@ -159,8 +177,9 @@ mod tests {
         assert_eq!(decode::<Page>(&body).unwrap(), page);
 
         let mut other = body.clone();
-        other[0] = 1;
-        assert!(matches!(decode::<Page>(&other), Err(WireError::Version { ours: WIRE_VERSION, theirs: 1 })));
+        other[0] = 2;
+        assert!(matches!(decode::<Page>(&other), Err(WireError::Version { ours: WIRE_VERSION, theirs: 2 })));
+        assert_eq!(decode_v2::<Page>(&other).unwrap(), page, "a v2 record still reads");
         assert!(matches!(decode::<Page>(br#"{"entries":[]}"#), Err(WireError::Json)));
         assert!(matches!(decode::<Page>(&[]), Err(WireError::Empty)));
         assert!(matches!(decode::<Page>(&body[..body.len() - 1]), Err(WireError::Decode(_))));
@@ -172,6 +191,6 @@ mod tests {
     #[test]
     fn the_version_message_names_both_versions() {
         let e = decode::<Page>(&[9, 0]).unwrap_err().to_string();
-        assert!(e.contains("v2") && e.contains("v9"), "{e}");
+        assert!(e.contains("v3") && e.contains("v9"), "{e}");
     }
 }

@@ -67,7 +67,7 @@ fn run(store: &Store, cmds: &[Command]) {
 
 fn manifest_of(store: &Store) -> Manifest {
     let head = store.head().unwrap();
-    Manifest { head_cursor: head.cursor, head_hash: head.hash, source: None }
+    Manifest { head_cursor: head.cursor, head_hash: head.hash, source: None, requests: Default::default() }
 }
 
 /// Serves pages of a store, with knobs for faults; counts the pages it served.
@@ -338,4 +338,67 @@ async fn a_whole_state_snapshot_from_an_older_parley_is_replaced_by_a_manifest()
 /// A raft meta value as the state machine stores it: framed JSON.
 fn framed_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     parley_raft::frame::seal(&serde_json::to_vec(v).unwrap())
+}
+
+/// The request table travels with a snapshot: a node that catches up by snapshot answers a
+/// repeated request id the way the nodes that applied everything do (first outcome, nothing
+/// applied), so their journals never diverge on a retry.
+#[tokio::test]
+async fn an_installed_snapshot_carries_the_request_table() {
+    let (_d1, _db1, leader) = temp_store();
+    let id = parley_storage::RequestId { node: 2, nonce: [5; 16] };
+    let register =
+        cmd(1, CommandKind::Register { user_id: "zoe".into(), display_name: "z".into(), password_hash: "x".into() });
+    let mut tx = leader.begin();
+    let first = parley_storage::execute_once(&mut tx, Some(&id), &register).unwrap();
+    tx.commit().unwrap();
+    run(&leader, &history(50));
+    let requests = parley_storage::requests::export(&leader).unwrap();
+    assert_eq!(requests.records.len(), 1);
+    let manifest = Manifest { source: Some("leader".into()), requests, ..manifest_of(&leader) };
+
+    let (_d2, db, store) = temp_store();
+    let mut sm = StateMachine::open(db, store.clone(), Arc::new(NoopListener)).unwrap();
+    sm.set_journal_source(9, Arc::new(Source::new(leader.clone())));
+    sm.install_snapshot(&snapshot_meta(60), Box::new(manifest.clone())).await.unwrap();
+    assert_eq!(parley_storage::requests::export(&store).unwrap(), manifest.requests);
+
+    // The repeat arrives in the next log entry.
+    let head = store.head().unwrap();
+    let entry = openraft::Entry::<parley_raft::TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(3, 1), 61),
+        payload: openraft::EntryPayload::Normal(parley_storage::CommandBatch {
+            commands: vec![register],
+            request_ids: vec![id],
+        }),
+    };
+    let answers = sm.apply(vec![entry]).await.unwrap();
+    assert_eq!(answers[0].outcomes, vec![first], "the first outcome, as on the leader");
+    assert_eq!(store.head().unwrap(), head, "nothing applied");
+}
+
+/// A snapshot record written by a parley of wire v2 (a manifest without a request table) is
+/// still read at start.
+#[tokio::test]
+async fn a_snapshot_record_from_wire_v2_still_reads() {
+    let (_d, db, store) = temp_store();
+    run(&store, &history(10));
+    let head = store.head().unwrap();
+    let meta = snapshot_meta(12);
+    let old = parley_raft::snapshot::ManifestV2 { head_cursor: head.cursor, head_hash: head.hash, source: None };
+    let mut body = vec![2u8];
+    body.extend(postcard_v2(&(&meta, &old)));
+    let snapshots = db.open_tree(parley_raft::state_machine::SNAPSHOT_TREE).unwrap();
+    snapshots.insert("current", parley_raft::frame::seal(&body)).unwrap();
+    let mut sm = StateMachine::open(db, store.clone(), Arc::new(NoopListener)).unwrap();
+    let current = sm.get_current_snapshot().await.unwrap().expect("the v2 record");
+    assert_eq!(current.meta.last_log_id, meta.last_log_id);
+    assert_eq!(current.snapshot.head_cursor, head.cursor);
+    assert!(current.snapshot.requests.records.is_empty());
+}
+
+/// postcard bytes of `v` (what wire v2 put after its version byte).
+fn postcard_v2<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // wire::encode writes the current version byte, then the same postcard bytes.
+    parley_raft::wire::encode(v).unwrap()[1..].to_vec()
 }

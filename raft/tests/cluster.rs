@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parley_raft::types::NodeId;
-use parley_raft::{NodeConfig, NodeDbs, NoopListener, RaftNode, WriteError, AUTH_HEADER};
+use parley_raft::{envelope, Claims, NodeConfig, NodeDbs, NoopListener, RaftNode, WriteError};
 use parley_storage::{Command, CommandKind, Store};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -65,6 +65,8 @@ async fn start_member(id: NodeId, listener: TcpListener, addr: String, peers: BT
         cluster_secret: SECRET.to_vec(),
         snapshot_logs_since_last: 5,
         timing: Default::default(),
+        peer_client: None,
+        peer_https: false,
     };
     let node = Arc::new(
         RaftNode::start(cfg, NodeDbs { state: db.clone(), log: db }, store.clone(), Arc::new(NoopListener))
@@ -100,7 +102,7 @@ async fn connection(socket: TcpStream, node: Arc<RaftNode>) -> std::io::Result<(
         }
         let path = request_line.split_whitespace().nth(1).unwrap_or_default().to_string();
         let mut length = 0usize;
-        let mut auth = None;
+        let mut headers: Vec<(String, String)> = Vec::new();
         loop {
             let mut line = String::new();
             reader.read_line(&mut line).await?;
@@ -111,15 +113,21 @@ async fn connection(socket: TcpStream, node: Arc<RaftNode>) -> std::io::Result<(
             if let Some((name, value)) = line.split_once(':') {
                 if name.eq_ignore_ascii_case("content-length") {
                     length = value.trim().parse().unwrap_or(0);
-                } else if name.eq_ignore_ascii_case(AUTH_HEADER) {
-                    auth = Some(value.trim().to_string());
                 }
+                headers.push((name.trim().to_string(), value.trim().to_string()));
             }
         }
         let mut body = vec![0; length];
         reader.read_exact(&mut body).await?;
 
-        let (status, answer) = if !node.authenticate(&body, auth.as_deref()) {
+        let header = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+        let authentic = match Claims::from_headers(header) {
+            Ok((claims, mac)) => {
+                node.envelope_guard().check(&claims, mac, "POST", &path, &body, envelope::now_ms()).is_ok()
+            }
+            Err(_) => false,
+        };
+        let (status, answer) = if !authentic {
             ("401 Unauthorized", Vec::new())
         } else {
             let handled = match path.as_str() {

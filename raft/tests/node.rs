@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use parley_raft::{sign, ApplyListener, NodeConfig, NodeDbs, RaftNode};
+use parley_raft::{envelope, ApplyListener, AuthError, NodeConfig, NodeDbs, RaftNode};
 use parley_storage::{AppliedEntry, Command, CommandKind, Rejection, Store};
 
 /// Records what the state machine reported.
@@ -29,6 +29,8 @@ fn config() -> NodeConfig {
         cluster_secret: Vec::new(),
         snapshot_logs_since_last: 100,
         timing: Default::default(),
+        peer_client: None,
+        peer_https: false,
     }
 }
 
@@ -123,9 +125,42 @@ async fn inbound_bodies_are_authenticated_with_the_cluster_secret() {
         .await
         .unwrap();
     let body = br#"{"vote":{}}"#;
-    assert!(node.authenticate(body, Some(&sign(b"s3cret", body))));
-    assert!(!node.authenticate(body, Some(&sign(b"wrong", body))));
-    assert!(!node.authenticate(body, None));
+    let path = "/raft/vote";
+    let guard = node.envelope_guard();
+    let check = |s: &envelope::Signed| guard.check(&s.claims, &s.mac, "POST", path, body, envelope::now_ms());
+    let good = envelope::sign(b"s3cret", 2, Some(1), "POST", path, body);
+    assert_eq!(check(&good), Ok(()));
+    assert_eq!(check(&good), Err(AuthError::Replayed));
+    assert_eq!(check(&envelope::sign(b"wrong", 2, Some(1), "POST", path, body)), Err(AuthError::BadSignature));
     assert!(node.handle_vote(b"not json").await.is_err());
+    node.shutdown().await.unwrap();
+}
+
+/// The batcher's outcome-count mismatch (and a follower's retried forward) proposes a command
+/// again that may already have committed. Through raft, under the same request id, the second
+/// proposal is a second log entry but applies nothing: it answers the first outcome, and the
+/// request table survives a restart (it is in the state db, committed with the entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_proposed_twice_under_one_request_id_applies_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = parley_storage::RequestId { node: 1, nonce: [42; 16] };
+    let first = {
+        let (node, store) = start(dir.path(), Arc::new(Recorder::default())).await;
+        let first = node.write_request(id, register("alice")).await.unwrap();
+        assert!(first.result.is_ok(), "{first:?}");
+        let again = node.write_request(id, register("alice")).await.unwrap();
+        assert_eq!(again, first, "the re-proposal answers the first outcome (not `user exists`)");
+        assert_eq!(store.applied_cursor(), 1, "nothing appended");
+        caught_up(&node).await;
+        node.shutdown().await.unwrap();
+        first
+    };
+    let (node, store) = start(dir.path(), Arc::new(Recorder::default())).await;
+    caught_up(&node).await;
+    assert_eq!(node.write_request(id, register("alice")).await.unwrap(), first, "remembered across a restart");
+    assert_eq!(store.applied_cursor(), 1);
+    // Another request id is another request.
+    let other = node.write(register("alice")).await.unwrap();
+    assert_eq!(other.result, Err(Rejection::UserExists));
     node.shutdown().await.unwrap();
 }

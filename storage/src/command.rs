@@ -22,9 +22,33 @@ pub struct Command {
 /// one, so one command per entry caps a node at one write per round trip. The node batches
 /// whatever commands are waiting into one entry (group commit); apply runs them in order, each
 /// exactly as if it had its own entry.
+///
+/// `request_ids[i]` names `commands[i]` ([`crate::requests`]: applied at most once); an entry
+/// written before request ids existed has none, and its commands are applied as they come.
 #[derive(Archive, Serialize, Deserialize, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct CommandBatch {
     pub commands: Vec<Command>,
+    #[serde(default)]
+    pub request_ids: Vec<crate::requests::RequestId>,
+}
+
+impl CommandBatch {
+    /// The request id of command `i`, if it has one.
+    pub fn request_id(&self, i: usize) -> Option<&crate::requests::RequestId> {
+        self.request_ids.get(i)
+    }
+}
+
+/// A [`CommandBatch`] as raft logs stored it before request ids (read back, never written).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct CommandBatchV1 {
+    pub commands: Vec<Command>,
+}
+
+impl From<CommandBatchV1> for CommandBatch {
+    fn from(old: CommandBatchV1) -> CommandBatch {
+        CommandBatch { commands: old.commands, request_ids: Vec::new() }
+    }
 }
 
 /// Role of a group member.

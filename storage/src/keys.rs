@@ -23,6 +23,8 @@
 //! | `convcursor_` | conversation_id 0 cursor u64 | empty (the conversation's feed) |
 //! | `useridcursor_` | user_id 0 cursor u64 | empty (a user's personal feed) |
 //! | `groupid_group` | group_id u64 | [`crate::records::GroupRecord`] |
+//! | `requestid_outcome` | node u64 + nonce 16 B (a [`crate::requests::RequestId`]) | JSON `Recorded`: its sequence number and first outcome ([`crate::requests`]) |
+//! | `requestseq_requestid` | sequence u64 | the request id recorded under it (for expiry) |
 //!
 //! `useridconvfrom_until` holds the intervals of journal cursors during which a user belongs to
 //! a conversation; sync reads a conversation's feed only inside them. This is what lets one
@@ -52,10 +54,12 @@ pub enum Tree {
     ConvCursor,
     UserIdCursor,
     GroupIdGroup,
+    RequestIdOutcome,
+    RequestSeqRequestId,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 18] = [
+    pub const ALL: [Tree; 20] = [
         Tree::Meta,
         Tree::CursorEntry,
         Tree::UserIdUser,
@@ -74,6 +78,8 @@ impl Tree {
         Tree::ConvCursor,
         Tree::UserIdCursor,
         Tree::GroupIdGroup,
+        Tree::RequestIdOutcome,
+        Tree::RequestSeqRequestId,
     ];
 
     /// The sled tree name.
@@ -97,6 +103,8 @@ impl Tree {
             Tree::ConvCursor => "convcursor_",
             Tree::UserIdCursor => "useridcursor_",
             Tree::GroupIdGroup => "groupid_group",
+            Tree::RequestIdOutcome => "requestid_outcome",
+            Tree::RequestSeqRequestId => "requestseq_requestid",
         }
     }
 
@@ -104,9 +112,10 @@ impl Tree {
         self as usize
     }
 
-    /// Projection trees: everything rebuilt by replay (the digest covers these).
+    /// Projection trees: everything rebuilt by replay (the digest covers these). The request
+    /// table is not one: it remembers raft requests, not journal facts (snapshots carry it).
     pub fn is_projection(self) -> bool {
-        !matches!(self, Tree::Meta | Tree::CursorEntry)
+        !matches!(self, Tree::Meta | Tree::CursorEntry | Tree::RequestIdOutcome | Tree::RequestSeqRequestId)
     }
 }
 
@@ -206,6 +215,8 @@ mod tests {
                 "convcursor_",
                 "useridcursor_",
                 "groupid_group",
+                "requestid_outcome",
+                "requestseq_requestid",
             ]
         );
     }

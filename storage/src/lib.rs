@@ -24,6 +24,7 @@
 //! - `digest`: the projection digest, one algorithm for the store and for in-memory replay.
 //! - [`query`]: read models (lists, history, sync).
 //! - [`replay`]: offline replay of verified journal entries in large batches.
+//! - [`requests`]: request ids and the table that applies each at most once.
 //! - `snapshot`: what journal-pointer snapshots need from storage (staging pulled pages).
 pub mod apply;
 pub mod codec;
@@ -44,11 +45,12 @@ pub mod query;
 pub mod records;
 pub mod rejection;
 pub mod replay;
+pub mod requests;
 mod snapshot;
 pub mod store;
 pub mod tx;
 
-pub use command::{Command, CommandBatch, CommandKind, Role};
+pub use command::{Command, CommandBatch, CommandBatchV1, CommandKind, Role};
 pub use engine::execute;
 pub use event::{Event, RemoveReason};
 pub use head::Head;
@@ -58,5 +60,6 @@ pub use migrate::FormatError;
 pub use outcome::{Audience, BatchOutcome, Outcome, Reply};
 pub use query::{ConversationSummary, EntryView, HistoryQuery, SyncCursors, SyncPage};
 pub use rejection::Rejection;
+pub use requests::{execute_once, RequestId};
 pub use store::{Store, StoreError};
 pub use tx::{AppliedEntry, Tx};

@@ -234,7 +234,7 @@ impl Tx {
         }
         // The journal and head go last, so an interrupted build never has a head ahead of its
         // projections.
-        let last = [Tree::CursorEntry, Tree::Meta];
+        let last = [Tree::RequestIdOutcome, Tree::RequestSeqRequestId, Tree::CursorEntry, Tree::Meta];
         for t in Tree::ALL.into_iter().filter(|t| t.is_projection()).chain(last) {
             let batch = std::mem::take(&mut batches[t.index()]);
             store.tree(t).apply_batch(batch)?;

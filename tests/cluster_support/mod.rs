@@ -119,6 +119,8 @@ pub struct Cluster {
     pub flags: Vec<String>,
     pub nodes: BTreeMap<u64, NodeProc>,
     pub http: reqwest::Client,
+    /// `http`, or `https` for a cluster started with `--peer-tls-*` ([`Cluster::start_with`]).
+    pub scheme: &'static str,
     _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -128,6 +130,16 @@ pub async fn turn() -> tokio::sync::OwnedMutexGuard<()> {
     TURN.get_or_init(|| Arc::new(tokio::sync::Mutex::new(()))).clone().lock_owned().await
 }
 
+/// The test's plain-HTTP client for a cluster's nodes.
+fn default_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(HTTP_TIMEOUT)
+        .connect_timeout(Duration::from_secs(2))
+        .pool_max_idle_per_host(32)
+        .build()
+        .unwrap()
+}
+
 /// Flags every node gets: no rate limits (the tests send as fast as they can).
 pub const BASE_FLAGS: &[&str] = &["--rate-limit-per-user", "0", "--login-rate-limit", "0", "--cache-mb", "32"];
 
@@ -135,26 +147,35 @@ impl Cluster {
     /// Starts `n` voters (ids 1..=n) with `flags` added to each `parley serve`, and waits until
     /// all are ready and agree on a leader.
     pub async fn start(n: u64, flags: &[&str]) -> Cluster {
+        Cluster::start_with(n, flags, default_http(), "http").await
+    }
+
+    /// Like [`Cluster::start`], reaching the nodes with `http` at `scheme://` (a TLS cluster).
+    pub async fn start_with(n: u64, flags: &[&str], http: reqwest::Client, scheme: &'static str) -> Cluster {
         let ports = free_ports(n as usize);
         let places = (1..=n).zip(ports).map(|(id, p)| (id, Placement::local(format!("127.0.0.1:{p}")))).collect();
-        Cluster::start_placed(places, flags).await
+        Cluster::start_placed_with(places, flags, http, scheme).await
     }
 
     /// Starts one voter per entry of `places` (see [`Placement`]), like [`Cluster::start`].
     pub async fn start_placed(places: BTreeMap<u64, Placement>, flags: &[&str]) -> Cluster {
+        Cluster::start_placed_with(places, flags, default_http(), "http").await
+    }
+
+    async fn start_placed_with(
+        places: BTreeMap<u64, Placement>,
+        flags: &[&str],
+        http: reqwest::Client,
+        scheme: &'static str,
+    ) -> Cluster {
         let turn = turn().await;
         let dir = tempfile::Builder::new()
             .prefix("parley-cluster-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("temp dir");
         let peers = places.iter().map(|(id, p)| format!("{id}={}", p.peer_addr())).collect::<Vec<_>>().join(",");
-        let http = reqwest::Client::builder()
-            .timeout(HTTP_TIMEOUT)
-            .connect_timeout(Duration::from_secs(2))
-            .pool_max_idle_per_host(32)
-            .build()
-            .unwrap();
         let mut cluster = Cluster {
+            scheme,
             secret: format!("secret-{}", random_hex()),
             admin: format!("admin-{}", random_hex()),
             peers,
@@ -189,7 +210,7 @@ impl Cluster {
     }
 
     pub fn url(&self, id: u64) -> String {
-        format!("http://{}", self.nodes[&id].addr)
+        format!("{}://{}", self.scheme, self.nodes[&id].addr)
     }
 
     pub fn addr(&self, id: u64) -> String {

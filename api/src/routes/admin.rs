@@ -307,7 +307,7 @@ async fn proxy(
     raw: Bytes,
     addr: &str,
 ) -> Result<Response, ApiError> {
-    let url = format!("{}{path}", parley_raft::network::base_url(addr));
+    let url = format!("{}{path}", s.raft.peer_base_url(addr));
     let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
         .map_err(|_| ApiError::internal("unsupported method"))?;
     let mut request = s

@@ -1,11 +1,16 @@
-//! Inbound raft traffic on the HTTP listener (`/raft/*`), authenticated with an HMAC of the
-//! body under the cluster secret; a request without a valid one is refused before it can touch
-//! the log. `/raft/write` runs a forwarded client command on the leader; `/raft/journal` serves
-//! journal pages to a node installing a snapshot. Bodies are binary ([`parley_raft::wire`]).
+//! Inbound raft traffic on the HTTP listener (`/raft/*`), authenticated by the signed envelope
+//! of [`parley_raft::envelope`] (sender, addressee, time, nonce, method, path and body under
+//! the cluster secret); a request without a valid, fresh, never-seen one is refused with 401
+//! and a body saying why, before it can touch the log. `/raft/write` runs a forwarded client
+//! command on the leader (under the request id the follower gave it); `/raft/journal` serves
+//! journal pages to a node installing a snapshot. Bodies are binary ([`parley_raft::wire`]),
+//! except `/raft/write`'s (JSON [`ForwardedWrite`]).
 //!
 //! The listener is public, so everything an unauthenticated sender can make the node hold is
 //! bounded before the signature can be checked (it covers the whole body):
-//! - no cluster secret here, or no `Parley-Raft-Auth` header: 401 before a byte is read;
+//! - no cluster secret here, no `Parley-Raft-Auth` header, malformed envelope headers, a
+//!   request addressed to another node or a timestamp outside the window: 401 before a byte
+//!   is read;
 //! - each RPC has its own body cap ([`Rpc::body_limit`]): a larger declared length is 413 at
 //!   once, a chunked body is cut off at the cap, and the read is time-limited;
 //! - concurrent RPCs are bounded ([`RaftGates`]), journal pages apart from replication so that
@@ -16,27 +21,28 @@ use std::time::Duration;
 
 use bytes::Buf;
 use futures_util::Stream;
-use parley_storage::Command;
+use parley_raft::envelope::{self, AuthError, Claims};
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use warp::filters::path::FullPath;
 use warp::filters::BoxedFilter;
-use warp::http::{HeaderMap, StatusCode};
+use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::error::ApiError;
 use crate::http::{json as json_reply, read_body, with};
-use crate::state::{now_ms, AppState, COMMIT_WAIT};
-
-pub const AUTH_HEADER: &str = "parley-raft-auth";
+use crate::state::{now_ms, AppState, ForwardedWrite, COMMIT_WAIT};
 
 /// How long one raft RPC body may take to arrive. A real one is sent in one go over a fast link
 /// (openraft's own RPC timeouts are far shorter); a sender dribbling bytes is holding a permit.
 pub const RAFT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Vote requests are a vote and a log id: tiny.
 const VOTE_BODY_LIMIT: u64 = 4 * 1024;
-/// A snapshot is a manifest (a journal head and a source address) plus openraft's meta.
-const SNAPSHOT_BODY_LIMIT: u64 = 64 * 1024;
+/// A snapshot is a manifest (a journal head, a source address and the state machine's request
+/// table, at most `parley_storage::requests::WINDOW` records of ~100 bytes) plus openraft's
+/// meta.
+const SNAPSHOT_BODY_LIMIT: u64 = 16 << 20;
 /// A journal page request is a cursor range.
 const JOURNAL_BODY_LIMIT: u64 = 4 * 1024;
 /// Concurrent replication RPCs (append, vote, snapshot). A leader keeps one replication stream
@@ -123,11 +129,13 @@ impl RaftGates {
 pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
     warp::path!("raft" / String)
         .and(warp::post())
+        .and(warp::method())
+        .and(warp::path::full())
         .and(with(s))
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
-        .then(|rpc: String, s: Arc<AppState>, h: HeaderMap, body| async move {
-            match handle(&s, &rpc, &h, body).await {
+        .then(|rpc: String, method: Method, full: FullPath, s: Arc<AppState>, h: HeaderMap, body| async move {
+            match handle(&s, &rpc, (method.as_str(), full.as_str()), &h, body).await {
                 Ok(r) => r,
                 Err(e) => e.into_response(),
             }
@@ -135,25 +143,32 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-#[tracing::instrument(skip_all, fields(rpc = %rpc))]
-async fn handle<S, B>(s: &AppState, rpc: &str, h: &HeaderMap, stream: S) -> Result<Response, ApiError>
+#[tracing::instrument(skip_all, fields(rpc = %rpc, from = tracing::field::Empty))]
+async fn handle<S, B>(
+    s: &AppState,
+    rpc: &str,
+    (method, path): (&str, &str),
+    h: &HeaderMap,
+    stream: S,
+) -> Result<Response, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    // Nothing is read before this: without a secret no request can be valid, and without a
-    // signature this one is not.
-    let sig = h.get(AUTH_HEADER).and_then(|v| v.to_str().ok());
-    let sig = match sig {
-        Some(sig) if !s.cfg.cluster_secret.is_empty() => sig,
-        _ => return Err(refused()),
-    };
+    // Nothing is read before this: without a secret no request can be valid; without a
+    // well-formed envelope addressed here and inside the time window, this one is not.
+    if s.cfg.cluster_secret.is_empty() {
+        return Err(refused(&AuthError::NoSecret));
+    }
+    let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    let (claims, mac) = Claims::from_headers(header).map_err(|e| refused(&e))?;
+    tracing::Span::current().record("from", claims.from);
+    let guard = s.raft.envelope_guard();
+    guard.precheck(&claims, path, envelope::now_ms()).map_err(|e| refused(&e))?;
     let rpc = Rpc::parse(rpc).ok_or_else(|| ApiError::not_found("no such raft rpc"))?;
     let _permit = s.raft_gates.admit(rpc)?;
     let body = read_body(h, stream, rpc.body_limit(s), RAFT_BODY_TIMEOUT).await?;
-    if !s.raft.authenticate(&body, Some(sig)) {
-        return Err(refused());
-    }
+    guard.check(&claims, mac, method, path, &body, envelope::now_ms()).map_err(|e| refused(&e))?;
     let out = match rpc {
         Rpc::Append => s.raft.handle_append(&body).await,
         Rpc::Vote => s.raft.handle_vote(&body).await,
@@ -175,17 +190,19 @@ where
     }
 }
 
-fn refused() -> ApiError {
-    tracing::warn!("raft request without a valid cluster secret refused");
-    ApiError::unauthorized("raft requests need the cluster secret")
+fn refused(e: &AuthError) -> ApiError {
+    tracing::warn!(error = %e, "raft request refused");
+    ApiError::unauthorized(e.to_string())
 }
 
-/// A follower forwarded a client's command: run it here if this node leads.
+/// A follower forwarded a client's command: run it here if this node leads, under the request
+/// id the follower gave it (a second delivery answers the first outcome and applies nothing).
 async fn forwarded_write(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
-    let mut cmd: Command = serde_json::from_slice(body).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let write: ForwardedWrite = serde_json::from_slice(body).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let mut cmd = write.command;
     // The leader stamps the time.
     cmd.ts = now_ms();
-    let written = match tokio::time::timeout(COMMIT_WAIT, s.raft.write(cmd)).await {
+    let written = match tokio::time::timeout(COMMIT_WAIT, s.raft.write_request(write.request_id, cmd)).await {
         Ok(written) => written,
         Err(_) => return Err(ApiError::unavailable("the write was not committed in time")),
     };
