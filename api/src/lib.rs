@@ -16,11 +16,13 @@
 //! - [`listener`]: the accept loop: header timeout, per-IP connection cap, graceful stop.
 //! - [`limits`]: per-user send and failed-login (per user id and source) rate limits.
 //! - [`ip_limits`]: per-source-IP limits on logins, registrations and admin requests.
+//! - [`bodies`]: the write routes' JSON bodies, decoded and checked before any state is read.
 //! - [`http`]: request context, bodies, JSON parsing, responses with `Parley-Cursor`.
 //! - [`render`]: JSON shapes of the contract.
 //! - [`error`]: the API error type and its mapping to status and code.
 //! - [`metrics`]: Prometheus text.
 pub mod auth;
+pub mod bodies;
 pub mod data_dir;
 pub mod error;
 pub mod http;

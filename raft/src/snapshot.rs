@@ -205,6 +205,26 @@ async fn pull_from(
     fetched
 }
 
+/// The check [`catch_up`] runs on every page a source sends, before anything of it is stored:
+/// `expected` is the chain position (cursor, hash) the page must continue, `check_link` whether
+/// its first entry must be that position's own entry (the first page of a pull). Returns the
+/// entries the pull would stage and apply, and the position after them; `Err` says why the page
+/// is refused. Public so the fuzz target (`fuzz/fuzz_targets/snapshot_page.rs`) runs this very
+/// check on untrusted page bodies.
+pub fn check_page(
+    entries: Vec<PageEntry>,
+    expected: (u64, Hash),
+    check_link: bool,
+    target: &Manifest,
+) -> Result<(Vec<(JournalRecord, parley_storage::Event)>, (u64, Hash)), String> {
+    let (mut expected, mut check_link) = (expected, check_link);
+    match verify_page(entries, &mut expected, &mut check_link, target) {
+        Ok(checked) => Ok((checked.into_iter().map(|c| (c.rec, c.event)).collect(), expected)),
+        Err(Step::Fatal(e)) => Err(e.to_string()),
+        Err(Step::Retry(why)) => Err(why),
+    }
+}
+
 /// Checks a page against the chain from `expected` (cursor, hash), advancing it; returns the
 /// decoded entries to apply. Nothing is returned unless the whole page checks out.
 fn verify_page(
