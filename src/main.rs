@@ -1,7 +1,7 @@
 //! `parley`: the one binary. Parses the command line, sets up tracing, and calls into the
 //! library crates; no product logic lives here.
 
-mod audit;
+use parley::audit;
 mod bench;
 mod cluster;
 mod config;

@@ -160,11 +160,15 @@ where
 
 /// Parses a JSON body; anything malformed, mistyped or missing is `invalid_request`.
 pub fn parse<T: DeserializeOwned>(body: Result<Bytes, ApiError>) -> Result<T, ApiError> {
-    let body = body?;
+    parse_json(&body?)
+}
+
+/// [`parse`] of a body already read.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::invalid("a JSON body is required"));
     }
-    serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
 }
 
 /// Decodes a percent-encoded path segment.

@@ -17,12 +17,14 @@
 //! - [`tls`]: TLS between nodes: the listener's acceptor and the client that dials peers.
 //! - [`limits`]: per-user send and failed-login (per user id and source) rate limits.
 //! - [`ip_limits`]: per-source-IP limits on logins, registrations and admin requests.
+//! - [`bodies`]: the write routes' JSON bodies, decoded and checked before any state is read.
 //! - [`http`]: request context, bodies, JSON parsing, responses with `Parley-Cursor`.
 //! - [`render`]: JSON shapes of the contract.
 //! - [`error`]: the API error type and its mapping to status and code.
 //! - [`fail_stop`]: a node that finds its stored data corrupt (at start, or on a read) stops.
 //! - [`metrics`]: Prometheus text.
 pub mod auth;
+pub mod bodies;
 pub mod data_dir;
 pub mod error;
 pub mod fail_stop;

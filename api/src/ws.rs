@@ -394,6 +394,72 @@ fn error_frame(req: &Value, e: &ApiError) -> Value {
     json!({"type": "error", "req": req, "code": e.code, "message": e.message})
 }
 
+/// A client frame, decoded and checked as far as that needs no state: what
+/// [`decode_frame`] makes of the text of one WebSocket message.
+#[derive(Debug, Clone)]
+pub enum ClientFrame {
+    Ping {
+        req: Value,
+    },
+    /// Catch up from `since` (0 when absent).
+    Sync {
+        since: u64,
+    },
+    Send {
+        req: Value,
+        conversation_id: String,
+        body: SendBody,
+    },
+    Read {
+        req: Value,
+        conversation_id: String,
+        seq: u64,
+    },
+    /// Answered with an error frame carrying `req` (null when the frame has none or is not an
+    /// object); the socket stays open.
+    Refused {
+        req: Value,
+        error: ApiError,
+    },
+}
+
+/// Decodes one text frame from a client. Total: anything malformed is
+/// [`ClientFrame::Refused`], never a panic. Public so the fuzz target
+/// (`fuzz/fuzz_targets/ws_frames.rs`) runs the socket's own decoder.
+pub fn decode_frame(text: &str) -> ClientFrame {
+    let frame: Value = match serde_json::from_str(text) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return ClientFrame::Refused { req: Value::Null, error: ApiError::invalid("frame is not a JSON object") },
+    };
+    let req = frame.get("req").cloned().unwrap_or(Value::Null);
+    let refused = |req, message: &str| ClientFrame::Refused { req, error: ApiError::invalid(message) };
+    match frame.get("type").and_then(Value::as_str) {
+        Some("ping") => ClientFrame::Ping { req },
+        Some("sync") => match frame.get("since").map(Value::as_u64) {
+            None => ClientFrame::Sync { since: 0 },
+            Some(Some(since)) => ClientFrame::Sync { since },
+            Some(None) => refused(req, "since must be a non-negative integer"),
+        },
+        Some("send") => {
+            let Some(conversation_id) = frame.get("conversation_id").and_then(Value::as_str).map(str::to_owned) else {
+                return refused(req, "conversation_id is required");
+            };
+            match serde_json::from_value::<SendBody>(frame) {
+                Ok(body) => ClientFrame::Send { req, conversation_id, body },
+                Err(e) => ClientFrame::Refused { req, error: ApiError::invalid(e.to_string()) },
+            }
+        }
+        Some("read") => {
+            let conv = frame.get("conversation_id").and_then(Value::as_str).map(str::to_owned);
+            match (conv, frame.get("seq").and_then(Value::as_u64)) {
+                (Some(conversation_id), Some(seq)) => ClientFrame::Read { req, conversation_id, seq },
+                _ => refused(req, "read needs conversation_id and seq"),
+            }
+        }
+        _ => refused(req, "unknown frame type"),
+    }
+}
+
 async fn handle_frame(
     s: &Arc<AppState>,
     user: &AuthUser,
@@ -405,81 +471,42 @@ async fn handle_frame(
         out.push(&error_frame(&Value::Null, &ApiError::invalid("frames must be JSON text")));
         return FrameAction::Continue;
     };
-    let frame: Value = match serde_json::from_str(text.as_str()) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => {
-            out.push(&error_frame(&Value::Null, &ApiError::invalid("frame is not a JSON object")));
-            return FrameAction::Continue;
-        }
-    };
-    let req = frame.get("req").cloned().unwrap_or(Value::Null);
-    match frame.get("type").and_then(Value::as_str) {
-        Some("ping") => {
+    match decode_frame(text.as_str()) {
+        ClientFrame::Ping { req } => {
             out.push(&json!({"type": "pong", "ts": now_ms(), "req": req}));
         }
-        Some("sync") => match frame.get("since").map(Value::as_u64) {
-            None | Some(Some(_)) => return FrameAction::Sync(frame.get("since").and_then(Value::as_u64).unwrap_or(0)),
-            Some(None) => {
-                out.push(&error_frame(&req, &ApiError::invalid("since must be a non-negative integer")));
-            }
-        },
-        Some("send") => {
-            let parsed = (|| -> Result<(String, SendBody), ApiError> {
-                let conv = frame
-                    .get("conversation_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| ApiError::invalid("conversation_id is required"))?
-                    .to_owned();
-                let body: SendBody =
-                    serde_json::from_value(frame.clone()).map_err(|e| ApiError::invalid(e.to_string()))?;
-                Ok((conv, body))
-            })();
-            match parsed {
-                Err(e) => {
-                    out.push(&error_frame(&req, &e));
-                }
-                Ok((conv, body)) => {
-                    let Ok(permit) = in_flight.clone().acquire_owned().await else { return FrameAction::Continue };
-                    let (s, out, uid) = (s.clone(), out.clone(), user.user_id.clone());
-                    tokio::spawn(async move {
-                        let answer = match send_message(&s, &uid, conv, body).await {
-                            Ok((cursor, parley_storage::Reply::Message { message, .. })) => {
-                                json!({"type": "ack", "req": req, "message": crate::render::message(&message), "cursor": cursor})
-                            }
-                            Ok(_) => error_frame(&req, &ApiError::internal("unexpected reply")),
-                            Err(e) => error_frame(&req, &e),
-                        };
-                        out.push(&answer);
-                        drop(permit);
-                    });
-                }
-            }
+        ClientFrame::Sync { since } => return FrameAction::Sync(since),
+        ClientFrame::Refused { req, error } => {
+            out.push(&error_frame(&req, &error));
         }
-        Some("read") => {
-            let conv = frame.get("conversation_id").and_then(Value::as_str).map(str::to_owned);
-            let seq = frame.get("seq").and_then(Value::as_u64);
-            match (conv, seq) {
-                (Some(conv), Some(seq)) => {
-                    let Ok(permit) = in_flight.clone().acquire_owned().await else { return FrameAction::Continue };
-                    let (s, out, uid) = (s.clone(), out.clone(), user.user_id.clone());
-                    tokio::spawn(async move {
-                        let answer = match mark_read(&s, &uid, conv, seq).await {
-                            Ok((cursor, read_seq, unread)) => {
-                                json!({"type": "ack", "req": req, "read_seq": read_seq, "unread": unread, "cursor": cursor})
-                            }
-                            Err(e) => error_frame(&req, &e),
-                        };
-                        out.push(&answer);
-                        drop(permit);
-                    });
-                }
-                _ => {
-                    out.push(&error_frame(&req, &ApiError::invalid("read needs conversation_id and seq")));
-                }
-            }
+        ClientFrame::Send { req, conversation_id: conv, body } => {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { return FrameAction::Continue };
+            let (s, out, uid) = (s.clone(), out.clone(), user.user_id.clone());
+            tokio::spawn(async move {
+                let answer = match send_message(&s, &uid, conv, body).await {
+                    Ok((cursor, parley_storage::Reply::Message { message, .. })) => {
+                        json!({"type": "ack", "req": req, "message": crate::render::message(&message), "cursor": cursor})
+                    }
+                    Ok(_) => error_frame(&req, &ApiError::internal("unexpected reply")),
+                    Err(e) => error_frame(&req, &e),
+                };
+                out.push(&answer);
+                drop(permit);
+            });
         }
-        _ => {
-            out.push(&error_frame(&req, &ApiError::invalid("unknown frame type")));
+        ClientFrame::Read { req, conversation_id: conv, seq } => {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { return FrameAction::Continue };
+            let (s, out, uid) = (s.clone(), out.clone(), user.user_id.clone());
+            tokio::spawn(async move {
+                let answer = match mark_read(&s, &uid, conv, seq).await {
+                    Ok((cursor, read_seq, unread)) => {
+                        json!({"type": "ack", "req": req, "read_seq": read_seq, "unread": unread, "cursor": cursor})
+                    }
+                    Err(e) => error_frame(&req, &e),
+                };
+                out.push(&answer);
+                drop(permit);
+            });
         }
     }
     FrameAction::Continue

@@ -228,6 +228,30 @@ async fn pull_from(
     fetched
 }
 
+/// What [`check_page`] accepted: the entries (record and event) and the chain position after
+/// them.
+pub type CheckedPage = (Vec<(JournalRecord, parley_storage::Event)>, (u64, Hash));
+
+/// The check [`catch_up`] runs on every page a source sends, before anything of it is stored:
+/// `expected` is the chain position (cursor, hash) the page must continue, `check_link` whether
+/// its first entry must be that position's own entry (the first page of a pull). Returns the
+/// entries the pull would stage and apply, and the position after them; `Err` says why the page
+/// is refused. Public so the fuzz target (`fuzz/fuzz_targets/snapshot_page.rs`) runs this very
+/// check on untrusted page bodies.
+pub fn check_page(
+    entries: Vec<PageEntry>,
+    expected: (u64, Hash),
+    check_link: bool,
+    target: &Manifest,
+) -> Result<CheckedPage, String> {
+    let (mut expected, mut check_link) = (expected, check_link);
+    match verify_page(entries, &mut expected, &mut check_link, target) {
+        Ok(checked) => Ok((checked.into_iter().map(|c| (c.rec, c.event)).collect(), expected)),
+        Err(Step::Fatal(e)) => Err(e.to_string()),
+        Err(Step::Retry(why)) => Err(why),
+    }
+}
+
 /// Checks a page against the chain from `expected` (cursor, hash), advancing it; returns the
 /// decoded entries to apply. Nothing is returned unless the whole page checks out.
 fn verify_page(
@@ -254,8 +278,13 @@ fn verify_page(
         if rec.cursor > target.head_cursor {
             break;
         }
-        if rec.cursor != next.0 + 1 {
-            return Err(bad(JournalError::Missing { cursor: next.0 + 1 }));
+        // The last cursor a journal can have has no successor: nothing may follow it (found by
+        // fuzzing: `next.0 + 1` overflowed).
+        let Some(want) = next.0.checked_add(1) else {
+            return Err(Step::Retry(format!("page goes on past cursor {}, the last a journal can have", next.0)));
+        };
+        if rec.cursor != want {
+            return Err(bad(JournalError::Missing { cursor: want }));
         }
         if rec.prev_hash != next.1 {
             return Err(bad(JournalError::BrokenLink { cursor: rec.cursor, prev: next.0 }));
@@ -292,4 +321,64 @@ pub fn read_page(store: &Store, req: PageRequest) -> Result<Page, StoreError> {
         entries.push(PageEntry { cursor, record: raw.to_vec() });
     }
     Ok(Page { entries })
+}
+
+#[cfg(test)]
+mod tests {
+    use parley_storage::journal::ZERO_HASH;
+    use parley_storage::Event;
+
+    use super::*;
+
+    fn entry(cursor: u64, prev_hash: Hash) -> (PageEntry, JournalRecord) {
+        let ev = Event::Blocked { user_id: "alice".into(), target: "bob".into() };
+        let rec = JournalRecord::new(cursor, 1000, prev_hash, &ev);
+        (PageEntry { cursor, record: parley_storage::codec::encode(&rec) }, rec)
+    }
+
+    #[test]
+    fn a_page_that_continues_the_chain_is_accepted() {
+        let (e1, r1) = entry(1, ZERO_HASH);
+        let (e2, r2) = entry(2, r1.hash);
+        let target = Manifest { head_cursor: 2, head_hash: r2.hash, source: None };
+        let (accepted, end) = check_page(vec![e1, e2], (0, ZERO_HASH), false, &target).unwrap();
+        assert_eq!(accepted.len(), 2);
+        assert_eq!(end, (2, r2.hash));
+        let wrong_head = Manifest { head_hash: r1.hash, ..target };
+        let (e1, _) = entry(1, ZERO_HASH);
+        let (e2, _) = entry(2, r1.hash);
+        assert!(check_page(vec![e1, e2], (0, ZERO_HASH), false, &wrong_head).is_err());
+    }
+
+    /// Regression (fuzz target `snapshot_page`, crash-49bd0a4f): a chain position at the last
+    /// possible cursor made the successor computation overflow (a panic in debug builds, a
+    /// wrap to cursor 0 in release). It is refused instead.
+    #[test]
+    fn nothing_follows_the_last_possible_cursor() {
+        let target = Manifest { head_cursor: u64::MAX, head_hash: ZERO_HASH, source: None };
+        let (e, _) = entry(5, ZERO_HASH);
+        let err = check_page(vec![e], (u64::MAX, ZERO_HASH), false, &target).unwrap_err();
+        assert!(err.contains("past cursor"), "{err}");
+        // Reaching the last cursor is fine; an entry after it in the same page is refused.
+        let (last, r) = entry(u64::MAX, ZERO_HASH);
+        let (after, _) = entry(5, r.hash);
+        let at_end = Manifest { head_hash: r.hash, ..target.clone() };
+        assert!(check_page(vec![last.clone()], (u64::MAX - 1, ZERO_HASH), false, &at_end).is_ok());
+        assert!(check_page(vec![last, after], (u64::MAX - 1, ZERO_HASH), false, &at_end).is_err());
+    }
+
+    /// The crashing input itself, through the fuzz target's layout: `[flags][expected cursor
+    /// LE][target cursor LE][page body]`.
+    #[test]
+    fn the_fuzz_crash_input_is_refused_without_a_panic() {
+        let data = include_bytes!("../tests/fuzz_regressions/snapshot_page-crash-49bd0a4f");
+        let expected = u64::from_le_bytes(data[1..9].try_into().unwrap());
+        let head_cursor = u64::from_le_bytes(data[9..17].try_into().unwrap());
+        let page: Page = crate::wire::decode(&data[17..]).unwrap();
+        assert_eq!(data[0], 0b010, "no link check; the expected hash is the first prev_hash");
+        let first = JournalRecord::decode(page.entries[0].cursor, &page.entries[0].record).unwrap();
+        assert!(first.cursor <= head_cursor && first.verify().is_ok(), "the entry that reached the overflow");
+        let target = Manifest { head_cursor, head_hash: ZERO_HASH, source: None };
+        assert!(check_page(page.entries, (expected, first.prev_hash), false, &target).is_err());
+    }
 }

@@ -25,13 +25,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parley_raft::{MembershipChange, WriteError};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use warp::filters::BoxedFilter;
 use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
+use crate::bodies::{AddLearnerBody, AddVotersBody, SetMembershipBody};
 use crate::error::ApiError;
 use crate::http::{body, json as json_reply, parse, req, respond, with, Req};
 use crate::routes::ops::cluster_json;
@@ -46,30 +46,6 @@ pub const MAX_WAIT_MS: u64 = 600_000;
 /// How long to wait for a leader to be known (or for a change in progress) before `unavailable`.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
 const ADMIN_BODY_LIMIT: u64 = 64 * 1024;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddLearner {
-    node_id: u64,
-    addr: String,
-    wait_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddVoters {
-    node_ids: Vec<u64>,
-    wait_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetMembership {
-    voters: Vec<u64>,
-    /// Voters left out stay as learners (default) or leave the cluster.
-    retain: Option<bool>,
-    wait_ms: Option<u64>,
-}
 
 pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
     let learners = warp::path!("v1" / "admin" / "cluster" / "learners")
@@ -175,15 +151,13 @@ fn wait_of(wait_ms: Option<u64>) -> Duration {
     Duration::from_millis(wait_ms.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS))
 }
 
-async fn add_learner(s: &AppState, body: AddLearner) -> Result<Ran, ApiError> {
-    if body.addr.trim().is_empty() {
-        return Err(ApiError::invalid("addr must not be empty"));
-    }
+async fn add_learner(s: &AppState, body: AddLearnerBody) -> Result<Ran, ApiError> {
+    let addr = body.addr()?;
     let m = s.raft.metrics().borrow().clone();
     if m.membership_config.membership().voter_ids().any(|v| v == body.node_id) {
         return Err(ApiError::invalid(format!("node {} is already a voter", body.node_id)));
     }
-    let log_id = match s.raft.add_learner_nowait(body.node_id, body.addr.trim()).await {
+    let log_id = match s.raft.add_learner_nowait(body.node_id, addr).await {
         Ok(log_id) => log_id,
         Err(e) => return refused(s, e),
     };
@@ -192,23 +166,17 @@ async fn add_learner(s: &AppState, body: AddLearner) -> Result<Ran, ApiError> {
     let status = if caught_up { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok(Ran::Done(json_reply(
         status,
-        &json!({"node_id": body.node_id, "addr": body.addr.trim(), "caught_up": caught_up, "cluster": cluster_json(s)}),
+        &json!({"node_id": body.node_id, "addr": addr, "caught_up": caught_up, "cluster": cluster_json(s)}),
     )))
 }
 
-async fn add_voters(s: &AppState, body: AddVoters) -> Result<Ran, ApiError> {
-    let ids: BTreeSet<u64> = body.node_ids.into_iter().collect();
-    if ids.is_empty() {
-        return Err(ApiError::invalid("node_ids must not be empty"));
-    }
+async fn add_voters(s: &AppState, body: AddVotersBody) -> Result<Ran, ApiError> {
+    let ids = body.ids()?;
     change(s, MembershipChange::AddVoters(ids.clone()), true, &ids, wait_of(body.wait_ms)).await
 }
 
-async fn set_membership(s: &AppState, body: SetMembership) -> Result<Ran, ApiError> {
-    let ids: BTreeSet<u64> = body.voters.into_iter().collect();
-    if ids.is_empty() {
-        return Err(ApiError::invalid("voters must not be empty"));
-    }
+async fn set_membership(s: &AppState, body: SetMembershipBody) -> Result<Ran, ApiError> {
+    let ids = body.ids()?;
     let retain = body.retain.unwrap_or(true);
     change(s, MembershipChange::ReplaceVoters(ids.clone()), retain, &ids, wait_of(body.wait_ms)).await
 }

@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use parley_storage::ids::ConversationId;
 use parley_storage::{CommandKind, HistoryQuery, Reply};
-use serde::Deserialize;
 use serde_json::json;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Filter;
 
+use crate::bodies::ReadBody;
+pub use crate::bodies::SendBody;
 use crate::error::ApiError;
 use crate::http::{body, json as json_reply, parse, req, respond, segment, with, written, Req};
 use crate::render;
@@ -65,13 +66,6 @@ async fn list(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     Ok(json_reply(StatusCode::OK, &json!({"conversations": convs, "cursor": cursor})))
 }
 
-#[derive(Deserialize)]
-pub struct SendBody {
-    pub client_msg_id: String,
-    pub body: String,
-    pub reply_to: Option<u64>,
-}
-
 /// Validates and proposes a send; shared by HTTP and the WebSocket.
 pub async fn send_message(
     s: &AppState,
@@ -79,15 +73,7 @@ pub async fn send_message(
     conversation_id: String,
     b: SendBody,
 ) -> Result<(u64, Reply), ApiError> {
-    if ConversationId::parse(&conversation_id).is_none() {
-        return Err(ApiError::invalid(format!("bad conversation id {conversation_id:?}")));
-    }
-    if b.body.is_empty() {
-        return Err(ApiError::invalid("body is empty"));
-    }
-    if b.body.len() as u64 > s.cfg.max_body_bytes {
-        return Err(ApiError::payload_too_large(format!("body is longer than {} bytes", s.cfg.max_body_bytes)));
-    }
+    b.check(&conversation_id, s.cfg.max_body_bytes)?;
     if !s.send_limiter.allow(sender) {
         return Err(ApiError::rate_limited("too many messages; slow down").retry_after(1));
     }
@@ -146,11 +132,6 @@ async fn history(s: Arc<AppState>, r: Req, conv: String) -> Result<Response, Api
     let max_seq = s.store.conversation(&conv)?.max_seq;
     let messages: Vec<_> = s.store.messages(&conv, q, floor)?.iter().map(render::message).collect();
     Ok(json_reply(StatusCode::OK, &json!({"messages": messages, "max_seq": max_seq})))
-}
-
-#[derive(Deserialize)]
-struct ReadBody {
-    seq: u64,
 }
 
 pub async fn mark_read(

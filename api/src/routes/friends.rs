@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use parley_storage::{CommandKind, Reply};
-use serde::Deserialize;
 use serde_json::json;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Filter;
 
+use crate::bodies::FriendRequestBody;
 use crate::error::ApiError;
 use crate::http::{body, json as json_reply, no_content, parse, req, respond, segment, with, written, Req};
 use crate::state::AppState;
@@ -80,15 +80,9 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-#[derive(Deserialize)]
-struct RequestBody {
-    to: String,
-    note: Option<String>,
-}
-
 async fn request(s: Arc<AppState>, r: Req, b: Result<bytes::Bytes, ApiError>) -> Result<Response, ApiError> {
     let me = s.user(&r).await?;
-    let b: RequestBody = parse(b)?;
+    let b: FriendRequestBody = parse(b)?;
     let (cursor, reply) =
         s.submit(CommandKind::FriendRequest { from: me.user_id, to: b.to, note: b.note.unwrap_or_default() }).await?;
     let Reply::FriendRequest { from, to, note, ts } = reply else {

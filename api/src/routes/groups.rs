@@ -1,18 +1,18 @@
 //! Groups: create, list, get, update (name, mute_all), dismiss, add, kick, leave, role,
 //! transfer, mute.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use parley_storage::ids::parse_group_id;
-use parley_storage::{CommandKind, Reply, Role};
-use serde::Deserialize;
+use parley_storage::{CommandKind, Reply};
 use serde_json::json;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Filter;
 
+use crate::bodies::{
+    group_id as gid, AddMembersBody, CreateGroupBody, MuteBody, RoleBody, TransferBody, UpdateGroupBody,
+};
 use crate::error::ApiError;
 use crate::http::{body, json as json_reply, no_content, parse, req, respond, segment, with, written, Req};
 use crate::render;
@@ -110,11 +110,6 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-fn gid(raw: &str) -> Result<u64, ApiError> {
-    let raw = segment(raw)?;
-    parse_group_id(&raw).ok_or_else(|| ApiError::not_found(format!("no group {raw}")))
-}
-
 /// The group as the contract's Group object.
 fn group_json(s: &AppState, group_id: u64) -> Result<serde_json::Value, ApiError> {
     let rec = s.store.group(group_id)?.ok_or_else(|| ApiError::not_found(format!("no group {group_id}")))?;
@@ -128,31 +123,10 @@ fn group_reply(s: &AppState, status: StatusCode, cursor: u64, reply: Reply) -> R
     }
 }
 
-/// `invalid_request` (as `decide` words it) when `already` plus the distinct `ids` exceed `max`.
-/// `decide` checks the same on the replicated state; this keeps a huge list from being
-/// replicated, stored in every log and decided on every node just to be refused.
-fn check_member_count<'a>(ids: impl Iterator<Item = &'a String>, already: u64, max: u64) -> Result<(), ApiError> {
-    let mut seen = HashSet::new();
-    for id in ids {
-        if seen.insert(id.as_str()) && already + seen.len() as u64 > max {
-            return Err(ApiError::invalid(format!("a group has at most {max} members")));
-        }
-    }
-    Ok(())
-}
-
-#[derive(Deserialize)]
-struct CreateBody {
-    name: String,
-    #[serde(default)]
-    members: Vec<String>,
-}
-
 async fn create(s: Arc<AppState>, r: Req, b: Body) -> Result<Response, ApiError> {
     let me = s.user(&r).await?;
-    let b: CreateBody = parse(b)?;
-    // The owner is a member too; refused here, an oversized list never reaches the raft log.
-    check_member_count(b.members.iter().filter(|m| **m != me.user_id), 1, s.cfg.max_group_members)?;
+    let b: CreateGroupBody = parse(b)?;
+    b.check(&me.user_id, s.cfg.max_group_members)?;
     let kind = CommandKind::CreateGroup {
         owner: me.user_id,
         name: b.name,
@@ -185,16 +159,10 @@ async fn get(s: Arc<AppState>, r: Req, g: String) -> Result<Response, ApiError> 
     Ok(json_reply(StatusCode::OK, &group_json(&s, g)?))
 }
 
-#[derive(Deserialize)]
-struct UpdateBody {
-    name: Option<String>,
-    mute_all: Option<bool>,
-}
-
 async fn update(s: Arc<AppState>, r: Req, g: String, b: Body) -> Result<Response, ApiError> {
     let me = s.user(&r).await?;
     let group_id = gid(&g)?;
-    let b: UpdateBody = parse(b)?;
+    let b: UpdateGroupBody = parse(b)?;
     let (cursor, reply) =
         s.submit(CommandKind::UpdateGroup { actor: me.user_id, group_id, name: b.name, mute_all: b.mute_all }).await?;
     group_reply(&s, StatusCode::OK, cursor, reply)
@@ -207,17 +175,11 @@ async fn dismiss(s: Arc<AppState>, r: Req, g: String) -> Result<Response, ApiErr
     Ok(no_content(cursor))
 }
 
-#[derive(Deserialize)]
-struct AddBody {
-    user_ids: Vec<String>,
-}
-
 async fn add(s: Arc<AppState>, r: Req, g: String, b: Body) -> Result<Response, ApiError> {
     let me = s.user(&r).await?;
     let group_id = gid(&g)?;
-    let b: AddBody = parse(b)?;
-    // The group has at least one member, so more distinct ids than the limit never fit.
-    check_member_count(b.user_ids.iter(), 0, s.cfg.max_group_members)?;
+    let b: AddMembersBody = parse(b)?;
+    b.check(s.cfg.max_group_members)?;
     let kind = CommandKind::AddMembers {
         actor: me.user_id,
         group_id,
@@ -242,28 +204,13 @@ async fn leave(s: Arc<AppState>, r: Req, g: String) -> Result<Response, ApiError
     Ok(no_content(cursor))
 }
 
-#[derive(Deserialize)]
-struct RoleBody {
-    role: String,
-}
-
 async fn role(s: Arc<AppState>, r: Req, g: String, u: String, b: Body) -> Result<Response, ApiError> {
     let me = s.user(&r).await?;
     let group_id = gid(&g)?;
-    let b: RoleBody = parse(b)?;
-    let role = match b.role.as_str() {
-        "admin" => Role::Admin,
-        "member" => Role::Member,
-        _ => return Err(ApiError::invalid("role must be \"admin\" or \"member\"")),
-    };
+    let role = parse::<RoleBody>(b)?.role()?;
     let (cursor, reply) =
         s.submit(CommandKind::SetRole { actor: me.user_id, group_id, user_id: segment(&u)?, role }).await?;
     group_reply(&s, StatusCode::OK, cursor, reply)
-}
-
-#[derive(Deserialize)]
-struct TransferBody {
-    to: String,
 }
 
 async fn transfer(s: Arc<AppState>, r: Req, g: String, b: Body) -> Result<Response, ApiError> {
@@ -272,11 +219,6 @@ async fn transfer(s: Arc<AppState>, r: Req, g: String, b: Body) -> Result<Respon
     let b: TransferBody = parse(b)?;
     let (cursor, reply) = s.submit(CommandKind::Transfer { actor: me.user_id, group_id, to: b.to }).await?;
     group_reply(&s, StatusCode::OK, cursor, reply)
-}
-
-#[derive(Deserialize)]
-struct MuteBody {
-    until_ms: u64,
 }
 
 async fn mute(s: Arc<AppState>, r: Req, g: String, u: String, b: Body) -> Result<Response, ApiError> {

@@ -3,16 +3,15 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use parley_storage::ids::is_valid_user_id;
 use parley_storage::CommandKind;
-use serde::Deserialize;
 use serde_json::json;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::auth::{PASSWORD_MAX_BYTES, PASSWORD_MIN_BYTES, TOKEN_TTL_MS};
+use crate::auth::TOKEN_TTL_MS;
+use crate::bodies::{LoginBody, Register, RegisterBody};
 use crate::error::ApiError;
 use crate::http::{body, json as json_reply, no_content, parse, req, respond, segment, with, written, Req};
 use crate::state::{now_ms, AppState};
@@ -55,60 +54,26 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
     register.or(login).unify().or(list).unify().or(revoke).unify().or(me).unify().or(profile).unify().boxed()
 }
 
-#[derive(Deserialize)]
-struct RegisterBody {
-    user_id: String,
-    password: String,
-    display_name: Option<String>,
-}
-
 async fn register(s: Arc<AppState>, b: Result<bytes::Bytes, ApiError>) -> Result<Response, ApiError> {
-    let b: RegisterBody = parse(b)?;
-    if !is_valid_user_id(&b.user_id) {
-        return Err(ApiError::invalid("user_id must match ^[a-z0-9_]{3,32}$"));
-    }
-    check_password(&b.password)?;
-    let display_name = b.display_name.unwrap_or_else(|| b.user_id.clone());
-    let n = display_name.chars().count();
-    if n == 0 || n > parley_storage::decide::MAX_DISPLAY_NAME_CHARS {
-        return Err(ApiError::invalid("display_name must be 1 to 128 characters"));
-    }
+    let b: Register = parse::<RegisterBody>(b)?.check()?;
     // Cheap early refusal; the replicated decision is still the one that counts.
     if s.store.user(&b.user_id)?.is_some() {
         return Err(parley_storage::Rejection::UserExists.into());
     }
     let password_hash = s.auth.hash_password(b.password).await?;
     let (cursor, _) = s
-        .submit(CommandKind::Register { user_id: b.user_id.clone(), display_name: display_name.clone(), password_hash })
+        .submit(CommandKind::Register {
+            user_id: b.user_id.clone(),
+            display_name: b.display_name.clone(),
+            password_hash,
+        })
         .await?;
-    Ok(written(StatusCode::CREATED, json!({"user_id": b.user_id, "display_name": display_name}), cursor))
-}
-
-fn check_password(p: &str) -> Result<(), ApiError> {
-    if p.len() < PASSWORD_MIN_BYTES || p.len() > PASSWORD_MAX_BYTES {
-        return Err(ApiError::invalid(format!("password must be {PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes")));
-    }
-    Ok(())
-}
-
-#[derive(Deserialize)]
-struct LoginBody {
-    user_id: String,
-    password: String,
-    device: Option<String>,
+    Ok(written(StatusCode::CREATED, json!({"user_id": b.user_id, "display_name": b.display_name}), cursor))
 }
 
 async fn login(s: Arc<AppState>, ip: Option<IpAddr>, b: Result<bytes::Bytes, ApiError>) -> Result<Response, ApiError> {
-    let b: LoginBody = parse(b)?;
-    // Input no account can match is refused before anything is counted or hashed: the
-    // failed-login table only ever holds well-formed ids, and an over-long password never
-    // buys a free attempt.
-    if !is_valid_user_id(&b.user_id) {
-        return Err(ApiError::invalid("user_id must match ^[a-z0-9_]{3,32}$"));
-    }
-    if b.password.len() > PASSWORD_MAX_BYTES {
-        return Err(ApiError::invalid(format!("password must be at most {PASSWORD_MAX_BYTES} bytes")));
-    }
+    let b = parse::<LoginBody>(b)?.check()?;
+    let device = b.device();
     if !s.login_limiter.allow(&b.user_id, ip) {
         return Err(ApiError::rate_limited("too many failed logins; try again in a minute").retry_after(60));
     }
@@ -117,7 +82,6 @@ async fn login(s: Arc<AppState>, ip: Option<IpAddr>, b: Result<bytes::Bytes, Api
         s.login_limiter.failed(&b.user_id, ip);
         return Err(ApiError::invalid_credentials());
     }
-    let device = b.device.filter(|d| !d.is_empty()).unwrap_or_else(|| "unknown".to_owned());
     let session_id = random_id();
     let now = now_ms();
     let expires_at = now + TOKEN_TTL_MS;
