@@ -26,6 +26,7 @@ use parley_storage::journal::JournalRecord;
 use parley_storage::records::{
     ConversationRecord, FriendRequestRecord, GroupRecord, MemberRecord, MessageRecord, SessionRecord, UserRecord,
 };
+use parley_storage::requests::RequestId;
 use parley_storage::{Command, CommandBatch, CommandKind, Role};
 
 type Error = Box<dyn std::error::Error>;
@@ -133,9 +134,11 @@ fn commands() -> CommandBatch {
         CommandKind::UpdateGroup { actor: s("alice"), group_id: 1, name: None, mute_all: Some(true) },
         CommandKind::SetRole { actor: s("alice"), group_id: 1, user_id: s("bob"), role: Role::Admin },
     ];
-    CommandBatch {
-        commands: kinds.into_iter().enumerate().map(|(i, kind)| Command { ts: 1000 + i as u64, kind }).collect(),
-    }
+    let commands: Vec<Command> =
+        kinds.into_iter().enumerate().map(|(i, kind)| Command { ts: 1000 + i as u64, kind }).collect();
+    // Every proposed command carries a request id (storage/src/requests.rs).
+    let request_ids = (0..commands.len()).map(|i| RequestId { node: 1, nonce: [i as u8; 16] }).collect();
+    CommandBatch { commands, request_ids }
 }
 
 fn membership() -> Membership {
@@ -194,7 +197,12 @@ fn raft_wire(journal: &[(JournalRecord, parley_storage::Entry)], batch: &Command
         snapshot_id: "2-3-3".into(),
     };
     let (head, _) = &journal[journal.len() - 1];
-    let manifest = Manifest { head_cursor: head.cursor, head_hash: head.hash, source: Some("127.0.0.1:8081".into()) };
+    let manifest = Manifest {
+        head_cursor: head.cursor,
+        head_hash: head.hash,
+        source: Some("127.0.0.1:8081".into()),
+        requests: Default::default(),
+    };
     let snapshot = SnapshotRequest { vote, meta: meta.clone(), manifest: manifest.clone() };
     c.add(Some(2), &wire::encode(&snapshot)?)?;
     c.add(Some(3), &wire::encode(&PageRequest { from: 1, limit: 2048 })?)?;

@@ -340,7 +340,7 @@ mod tests {
     fn a_page_that_continues_the_chain_is_accepted() {
         let (e1, r1) = entry(1, ZERO_HASH);
         let (e2, r2) = entry(2, r1.hash);
-        let target = Manifest { head_cursor: 2, head_hash: r2.hash, source: None };
+        let target = Manifest { head_cursor: 2, head_hash: r2.hash, source: None, requests: Default::default() };
         let (accepted, end) = check_page(vec![e1, e2], (0, ZERO_HASH), false, &target).unwrap();
         assert_eq!(accepted.len(), 2);
         assert_eq!(end, (2, r2.hash));
@@ -355,7 +355,8 @@ mod tests {
     /// wrap to cursor 0 in release). It is refused instead.
     #[test]
     fn nothing_follows_the_last_possible_cursor() {
-        let target = Manifest { head_cursor: u64::MAX, head_hash: ZERO_HASH, source: None };
+        let target =
+            Manifest { head_cursor: u64::MAX, head_hash: ZERO_HASH, source: None, requests: Default::default() };
         let (e, _) = entry(5, ZERO_HASH);
         let err = check_page(vec![e], (u64::MAX, ZERO_HASH), false, &target).unwrap_err();
         assert!(err.contains("past cursor"), "{err}");
@@ -378,7 +379,7 @@ mod tests {
         assert_eq!(data[0], 0b010, "no link check; the expected hash is the first prev_hash");
         let first = JournalRecord::decode(page.entries[0].cursor, &page.entries[0].record).unwrap();
         assert!(first.cursor <= head_cursor && first.verify().is_ok(), "the entry that reached the overflow");
-        let target = Manifest { head_cursor, head_hash: ZERO_HASH, source: None };
+        let target = Manifest { head_cursor, head_hash: ZERO_HASH, source: None, requests: Default::default() };
         assert!(check_page(page.entries, (expected, first.prev_hash), false, &target).is_err());
     }
 }
