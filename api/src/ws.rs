@@ -511,3 +511,47 @@ async fn handle_frame(
     }
     FrameAction::Continue
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req_of(frame: &ClientFrame) -> &Value {
+        match frame {
+            ClientFrame::Ping { req }
+            | ClientFrame::Send { req, .. }
+            | ClientFrame::Read { req, .. }
+            | ClientFrame::Refused { req, .. } => req,
+            ClientFrame::Sync { .. } => &Value::Null,
+        }
+    }
+
+    /// Regression (fuzz target `ws_frames`, crash-0add7ea8): serde_json's default float parser
+    /// is not correctly rounded, so `req` numbers that a client writes as the shortest form of
+    /// its f64 (here 4.4404444444444444e27) were read one ulp off, and the `req` echoed in the
+    /// answer was another number than the client's: it could not match its request. The
+    /// workspace enables serde_json's `float_roundtrip` (correct rounding).
+    #[test]
+    fn the_req_echoed_is_the_number_the_client_sent() {
+        let text = include_str!("../tests/fuzz_regressions/ws_frames-crash-0add7ea8");
+        let frame = decode_frame(text);
+        assert!(matches!(frame, ClientFrame::Send { .. }), "{frame:?}");
+        let req = req_of(&frame);
+        // The nearest f64 to 4440444444444444444444444440 (what a correct parser reads).
+        assert_eq!(req.as_f64(), Some(4.4404444444444444e27));
+        let echoed = error_frame(req, &ApiError::invalid("x")).to_string();
+        let back: Value = serde_json::from_str(&echoed).unwrap();
+        assert_eq!(&back["req"], req);
+        let shortest = decode_frame(r#"{"type":"ping","req":4.4404444444444444e27}"#);
+        assert_eq!(req_of(&shortest), req, "the shortest form reads as the same number");
+        for text in [
+            r#"{"type":"ping","req":0.1}"#,
+            r#"{"type":"ping","req":1e-7}"#,
+            r#"{"type":"ping","req":{"a":[2.5e300]}}"#,
+        ] {
+            let req = req_of(&decode_frame(text)).clone();
+            let again = decode_frame(&json!({"type": "ping", "req": req}).to_string());
+            assert_eq!(req_of(&again), &req, "{text}");
+        }
+    }
+}
