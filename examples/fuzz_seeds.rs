@@ -160,7 +160,7 @@ fn stored_entries(batch: &CommandBatch) -> Result<Vec<StoredEntry>, Error> {
             index: 2,
             payload: StoredPayload::Membership(serde_json::to_vec(&membership())?),
         },
-        StoredEntry { term: 2, leader_node_id: 3, index: 3, payload: StoredPayload::Normal(codec::encode(batch)) },
+        StoredEntry { term: 2, leader_node_id: 3, index: 3, payload: StoredPayload::Batch(codec::encode(batch)) },
     ])
 }
 

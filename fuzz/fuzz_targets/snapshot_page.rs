@@ -44,6 +44,7 @@ fuzz_target!(|data: &[u8]| {
         head_cursor: target_cursor,
         head_hash: if flags & 4 != 0 { last_hash } else { ZERO_HASH },
         source: None,
+        requests: Default::default(),
     };
     let Ok((accepted, end)) = check_page(page.entries.clone(), expected, check_link, &target) else { return };
     let mut at = expected;
