@@ -117,7 +117,7 @@ fn reply_for(tx: &mut Tx, cmd: &Command, evs: Vec<Event>, cursor: u64) -> Result
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::Store;
 
@@ -130,7 +130,8 @@ mod tests {
         counts
     }
 
-    fn send(i: u64) -> CommandKind {
+    /// A DM send from alice to bob, as the cost pins in this crate use it.
+    pub(crate) fn send(i: u64) -> CommandKind {
         CommandKind::Send {
             sender: "alice".into(),
             conversation_id: "d:alice:bob".into(),

@@ -322,17 +322,7 @@ mod tests {
             None,
             &Command { ts: 3, kind: CommandKind::AcceptFriend { user_id: "bob".into(), from: "alice".into() } },
         );
-        let send = |i: u64| Command {
-            ts: 10 + i,
-            kind: CommandKind::Send {
-                sender: "alice".into(),
-                conversation_id: "d:alice:bob".into(),
-                client_msg_id: format!("0b7c6f2e-3d1a-4c5b-9e8f-{i:012}"),
-                body: "x".repeat(100),
-                reply_to: None,
-                max_body_bytes: 4096,
-            },
-        };
+        let send = |i: u64| Command { ts: 10 + i, kind: crate::engine::tests::send(i) };
         run(&store, Some(&id(1)), &send(0));
         let mut tx = store.begin();
         execute_once(&mut tx, Some(&id(2)), &send(1)).unwrap();
