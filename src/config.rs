@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// Most members a group may have [default: 10000].
     #[arg(long, env = "PARLEY_MAX_GROUP_MEMBERS")]
     pub max_group_members: Option<u64>,
+    /// `open`: anyone may register (`POST /v1/users`); `closed`: only an app backend creates
+    /// accounts, through `POST /v1/admin/users` [default: open].
+    #[arg(long, env = "PARLEY_REGISTRATION", value_name = "open|closed")]
+    pub registration: Option<parley_api::Registration>,
     /// Address other nodes use to reach this one [default: this node's entry in --peers, else
     /// the bound HTTP address].
     #[arg(long, env = "PARLEY_ADVERTISE")]
@@ -128,6 +132,7 @@ struct FileConfig {
     ws_queue: Option<usize>,
     max_body_bytes: Option<u64>,
     max_group_members: Option<u64>,
+    registration: Option<parley_api::Registration>,
     advertise: Option<String>,
     cache_mb: Option<u64>,
     snapshot_every: Option<u64>,
@@ -176,6 +181,7 @@ pub struct Settings {
     pub ws_queue: usize,
     pub max_body_bytes: u64,
     pub max_group_members: u64,
+    pub registration: parley_api::Registration,
     pub advertise: Option<String>,
     pub cache_mb: u64,
     pub snapshot_every: u64,
@@ -258,6 +264,7 @@ impl ServeArgs {
             ws_queue,
             max_body_bytes: self.max_body_bytes.or(file.max_body_bytes).unwrap_or(16 * 1024).max(1),
             max_group_members: self.max_group_members.or(file.max_group_members).unwrap_or(10_000).max(1),
+            registration: self.registration.or(file.registration).unwrap_or_default(),
             advertise: self.advertise.or(file.advertise),
             cache_mb: self.cache_mb.or(file.cache_mb).unwrap_or(256).max(8),
             snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(2_000).max(1),

@@ -45,6 +45,7 @@ async fn serve(s: Settings) -> Result<(), String> {
             login_ip_rate_limit: s.login_rate_limit_per_ip,
             register_ip_rate_limit: s.register_rate_limit_per_ip,
             admin_ip_rate_limit: s.admin_rate_limit_per_ip,
+            registration: s.registration,
             max_group_members: s.max_group_members,
             body_timeout: Duration::from_secs(s.body_timeout_secs),
         },

@@ -76,7 +76,7 @@ fn the_fixture_covers_every_event_type() {
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).expect("JSON")["event"]["type"].as_str().expect("type").to_owned())
         .collect();
-    assert_eq!(types.len(), 20, "{types:?}");
+    assert_eq!(types.len(), 23, "{types:?}");
     let lines = fixture_lines();
     assert!(lines.len() >= 200, "a few hundred entries, got {}", lines.len());
     assert_eq!(lines.len() as u64, expected()["last_cursor"].as_u64().expect("last_cursor"));
@@ -231,7 +231,8 @@ fn concerned(lines: &[Value]) -> BTreeMap<u64, BTreeSet<String>> {
         let mut who: BTreeSet<String> = BTreeSet::new();
         let group = |e: &Value| format!("g:{}", e["group_id"].as_str().expect("group_id"));
         match e["type"].as_str().expect("type") {
-            "user_registered" | "session_created" | "session_revoked" => {
+            "user_registered" | "session_created" | "session_revoked" | "user_deactivated" | "user_reactivated"
+            | "password_changed" => {
                 who.insert(s(&e["user_id"]));
             }
             "friend_request" | "friend_request_rejected" => {

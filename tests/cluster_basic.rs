@@ -544,3 +544,49 @@ async fn measure_write_throughput() {
         String::from_utf8_lossy(&du.stdout).split_whitespace().next().unwrap_or("?").to_string() + " KiB"
     );
 }
+
+/// An app backend on three nodes: a user created and given a token on node 2 is served on
+/// node 3; deactivating them on node 1 closes their socket on node 3 (4001) and refuses their
+/// login on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_users_and_deactivation_reach_every_node() {
+    let c = Cluster::start(3, &[]).await;
+    let (http, admin) = (&c.http, c.admin.as_str());
+    let (n1, n2, n3) = (c.url(1), c.url(2), c.url(3));
+    let id = "app_user_x";
+    let (s, b) =
+        post(http, &format!("{n2}/v1/admin/users"), Some(admin), json!({"user_id": id, "password": PASSWORD})).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = post(http, &format!("{n2}/v1/admin/users/{id}/tokens"), Some(admin), json!({"platform": "web"})).await;
+    assert_eq!(s, 201, "{b}");
+    let token = b["token"].as_str().unwrap().to_owned();
+    // Node 3 waits for the session's cursor rather than refusing the fresh token.
+    let (s, b) = get(http, &format!("{n3}/v1/me"), Some(&token)).await;
+    assert_eq!((s, b["user_id"].as_str()), (200, Some(id)), "{b}");
+
+    let ws_url = format!("{}/v1/ws?token={token}", n3.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("websocket on node 3");
+    ws.send(Message::text(json!({"type": "sync", "since": 0}).to_string())).await.unwrap();
+
+    let (s, b) = post(http, &format!("{n1}/v1/admin/users/{id}/deactivate"), Some(admin), json!({})).await;
+    assert_eq!(s, 204, "{b}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await.expect("no close within 10 s") {
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(4001));
+    for base in [&n1, &n2, &n3] {
+        let (s, b) =
+            post(http, &format!("{base}/v1/sessions"), None, json!({"user_id": id, "password": PASSWORD})).await;
+        assert_eq!((s, b["error"]["code"].as_str()), (403, Some("account_deactivated")), "{base}: {b}");
+    }
+    let (s, b) = get(http, &format!("{n3}/v1/admin/users?limit=10"), Some(admin)).await;
+    assert_eq!(s, 200);
+    let me = b["users"].as_array().unwrap().iter().find(|u| u["user_id"] == id).cloned().expect("listed");
+    assert_eq!(me["deactivated"], json!(true));
+}

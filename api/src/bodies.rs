@@ -46,10 +46,7 @@ impl RegisterBody {
         }
         check_password(&self.password)?;
         let display_name = self.display_name.unwrap_or_else(|| self.user_id.clone());
-        let n = display_name.chars().count();
-        if n == 0 || n > parley_storage::decide::MAX_DISPLAY_NAME_CHARS {
-            return Err(ApiError::invalid("display_name must be 1 to 128 characters"));
-        }
+        check_display_name(&display_name)?;
         Ok(Register { user_id: self.user_id, password: self.password, display_name })
     }
 }
@@ -86,6 +83,88 @@ impl LoginBody {
     /// The device the session is recorded with.
     pub fn device(&self) -> String {
         self.device.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "unknown".to_owned())
+    }
+}
+
+/// `POST /v1/admin/users`: an app backend's account; without a password it can use only
+/// admin-issued tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUserBody {
+    pub user_id: String,
+    pub display_name: Option<String>,
+    pub password: Option<String>,
+}
+
+impl AdminUserBody {
+    /// The same rules as a registration's, the password optional.
+    pub fn check(self) -> Result<(String, String, Option<String>), ApiError> {
+        if !is_valid_user_id(&self.user_id) {
+            return Err(ApiError::invalid("user_id must match ^[a-z0-9_]{3,32}$"));
+        }
+        if let Some(p) = &self.password {
+            check_password(p)?;
+        }
+        let display_name = self.display_name.unwrap_or_else(|| self.user_id.clone());
+        check_display_name(&display_name)?;
+        Ok((self.user_id, display_name, self.password))
+    }
+}
+
+fn check_display_name(name: &str) -> Result<(), ApiError> {
+    let n = name.chars().count();
+    if n == 0 || n > parley_storage::decide::MAX_DISPLAY_NAME_CHARS {
+        return Err(ApiError::invalid("display_name must be 1 to 128 characters"));
+    }
+    Ok(())
+}
+
+/// The platforms a session may name.
+pub const PLATFORMS: [&str; 5] = ["ios", "android", "web", "desktop", "other"];
+/// Shortest and longest lifetime of an admin-issued token.
+pub const TOKEN_TTL_SECS_MIN: u64 = 60;
+pub const TOKEN_TTL_SECS_MAX: u64 = 30 * 24 * 3600;
+
+/// `POST /v1/admin/users/{uid}/tokens`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueTokenBody {
+    pub device: Option<String>,
+    pub platform: Option<String>,
+    pub ttl_secs: Option<u64>,
+}
+
+impl IssueTokenBody {
+    /// `(device, ttl in ms)`; the device defaults to the platform, then to "unknown".
+    pub fn check(self) -> Result<(String, u64), ApiError> {
+        if let Some(p) = &self.platform {
+            if !PLATFORMS.contains(&p.as_str()) {
+                return Err(ApiError::invalid(format!("platform must be one of {}", PLATFORMS.join(", "))));
+            }
+        }
+        let ttl_ms = match self.ttl_secs {
+            None => crate::auth::TOKEN_TTL_MS,
+            Some(t) if (TOKEN_TTL_SECS_MIN..=TOKEN_TTL_SECS_MAX).contains(&t) => t * 1000,
+            Some(_) => {
+                return Err(ApiError::invalid(format!("ttl_secs must be {TOKEN_TTL_SECS_MIN} to {TOKEN_TTL_SECS_MAX}")))
+            }
+        };
+        let device = self.device.filter(|d| !d.is_empty()).or(self.platform).unwrap_or_else(|| "unknown".to_owned());
+        Ok((device, ttl_ms))
+    }
+}
+
+/// `PUT /v1/admin/users/{uid}/password`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPasswordBody {
+    pub password: String,
+}
+
+impl SetPasswordBody {
+    pub fn check(self) -> Result<String, ApiError> {
+        check_password(&self.password)?;
+        Ok(self.password)
     }
 }
 

@@ -93,7 +93,8 @@ impl From<Rejection> for ApiError {
             | Rejection::Blocked
             | Rejection::NotMember
             | Rejection::NotAdmin
-            | Rejection::Muted => StatusCode::FORBIDDEN,
+            | Rejection::Muted
+            | Rejection::AccountDeactivated => StatusCode::FORBIDDEN,
             Rejection::UserExists | Rejection::AlreadyFriends | Rejection::OwnerCannotLeave => StatusCode::CONFLICT,
             Rejection::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         };

@@ -43,4 +43,4 @@ pub mod ws;
 
 pub use error::ApiError;
 pub use server::{Node, ServerConfig, ServerError};
-pub use state::{ApiConfig, AppState};
+pub use state::{ApiConfig, AppState, Registration};

@@ -242,8 +242,18 @@ pub fn write_update(out: &mut String, e: &EntryView<'_>) {
             o.u64_str("group_id", group_id.to_native());
             o.ts_type(ts, "group_dismissed");
         }
+        ArchivedEvent::UserDeactivated { user_id } => account(&mut o, e.cursor, ts, "user_deactivated", user_id),
+        ArchivedEvent::UserReactivated { user_id } => account(&mut o, e.cursor, ts, "user_reactivated", user_id),
+        ArchivedEvent::PasswordChanged { user_id, .. } => account(&mut o, e.cursor, ts, "password_changed", user_id),
     }
     o.close();
+}
+
+/// An account event: `{cursor, ts, type, user_id}` (a password hash is never synced).
+fn account(o: &mut Obj<'_>, cursor: u64, ts: u64, ty: &str, user_id: &str) {
+    o.u64("cursor", cursor);
+    o.ts_type(ts, ty);
+    o.str("user_id", user_id);
 }
 
 /// A JSON object being written into a `String`; the caller gives keys in the order wanted.
@@ -449,6 +459,11 @@ pub fn event_payload(ev: &Event) -> Value {
             json!({"group_id": group_id.to_string(), "from": from, "to": to})
         }
         Event::GroupDismissed { group_id, by } => json!({"group_id": group_id.to_string(), "by": by}),
+        Event::UserDeactivated { user_id }
+        | Event::UserReactivated { user_id }
+        | Event::PasswordChanged { user_id, .. } => {
+            json!({"user_id": user_id})
+        }
     }
 }
 
@@ -458,7 +473,9 @@ pub fn journal_entry(e: &Entry) -> Value {
     let mut event = event_payload(&e.event);
     event["type"] = json!(e.event.type_name());
     match &e.event {
-        Event::UserRegistered { password_hash, .. } => event["password_hash"] = json!(password_hash),
+        Event::UserRegistered { password_hash, .. } | Event::PasswordChanged { password_hash, .. } => {
+            event["password_hash"] = json!(password_hash)
+        }
         Event::Blocked { user_id, .. } | Event::Unblocked { user_id, .. } => event["by"] = json!(user_id),
         _ => {}
     }
@@ -587,6 +604,9 @@ mod tests {
             Event::MemberMuted { group_id: 12, user_id: "bob".into(), until_ms: 99 },
             Event::OwnerTransferred { group_id: 12, from: "alice".into(), to: "bob".into() },
             Event::GroupDismissed { group_id: 12, by: "alice".into() },
+            Event::UserDeactivated { user_id: "bob".into() },
+            Event::UserReactivated { user_id: "bob".into() },
+            Event::PasswordChanged { user_id: "bob".into(), password_hash: "$argon2id$x".into() },
         ]
     }
 

@@ -39,6 +39,30 @@ pub struct ApiConfig {
     pub register_ip_rate_limit: u32,
     /// Admin-endpoint requests per minute per source IP (0 = off).
     pub admin_ip_rate_limit: u32,
+    /// Whether `POST /v1/users` is open to anyone (`--registration`).
+    pub registration: Registration,
+}
+
+/// `--registration open|closed`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Registration {
+    /// Anyone may register.
+    #[default]
+    Open,
+    /// Only `POST /v1/admin/users` creates accounts; `POST /v1/users` answers 403 `forbidden`.
+    Closed,
+}
+
+impl std::str::FromStr for Registration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "open" => Ok(Registration::Open),
+            "closed" => Ok(Registration::Closed),
+            other => Err(format!("{other:?} is not `open` or `closed`")),
+        }
+    }
 }
 
 impl Default for ApiConfig {
@@ -57,6 +81,7 @@ impl Default for ApiConfig {
             login_ip_rate_limit: DEFAULT_LOGIN_IP_RATE_LIMIT,
             register_ip_rate_limit: DEFAULT_REGISTER_IP_RATE_LIMIT,
             admin_ip_rate_limit: DEFAULT_ADMIN_IP_RATE_LIMIT,
+            registration: Registration::Open,
         }
     }
 }

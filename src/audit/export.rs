@@ -145,7 +145,13 @@ impl UserFeed {
     fn concerns(&mut self, store: &Store, e: &Entry) -> Result<bool, AuditError> {
         // The user's own actions that sync does not carry (they reach no feed).
         match &e.event {
-            Event::UserRegistered { user_id, .. } | Event::SessionCreated { user_id, .. } if *user_id == self.user => {
+            Event::UserRegistered { user_id, .. }
+            | Event::SessionCreated { user_id, .. }
+            | Event::UserDeactivated { user_id }
+            | Event::UserReactivated { user_id }
+            | Event::PasswordChanged { user_id, .. }
+                if *user_id == self.user =>
+            {
                 return Ok(true)
             }
             _ => {}

@@ -222,6 +222,23 @@ pub fn fixture_script(d: &mut Driver) -> Result<(), AuditError> {
             d.run(send("carol", "d:bob:carol", &format!("bc-{round}"), "hey bob", None))?;
         }
     }
+
+    // An app backend's account: made without a password, given one, deactivated (its session
+    // revoked in the same command), reactivated. Appended last, so the journal before it is
+    // the fixture as it was.
+    d.run(CommandKind::CreateUser { user_id: s("henry"), display_name: s("Henry"), password_hash: String::new() })?;
+    d.run(CommandKind::CreateSession {
+        user_id: s("henry"),
+        session_id: s("henry-app"),
+        device: s("web"),
+        expires_at: FIXTURE_T0 + 86_400_000,
+    })?;
+    d.run(CommandKind::SetPassword {
+        user_id: s("henry"),
+        password_hash: s("$argon2id$v=19$m=19456,t=2,p=1$fixture"),
+    })?;
+    d.run(CommandKind::Deactivate { user_id: s("henry") })?;
+    d.run(CommandKind::Reactivate { user_id: s("henry") })?;
     Ok(())
 }
 

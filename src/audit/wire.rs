@@ -136,12 +136,15 @@ pub fn event_from_json(v: &Value) -> Result<Event, String> {
         "member_muted" => Event::MemberMuted { group_id: g()?, user_id: s("user_id")?, until_ms: n("until_ms")? },
         "owner_transferred" => Event::OwnerTransferred { group_id: g()?, from: s("from")?, to: s("to")? },
         "group_dismissed" => Event::GroupDismissed { group_id: g()?, by: s("by")? },
+        "user_deactivated" => Event::UserDeactivated { user_id: s("user_id")? },
+        "user_reactivated" => Event::UserReactivated { user_id: s("user_id")? },
+        "password_changed" => Event::PasswordChanged { user_id: s("user_id")?, password_hash: s("password_hash")? },
         other => return Err(format!("unknown event type {other:?}")),
     })
 }
 
 /// Every event type name, as in `Event::type_name` (for validating `--type`).
-pub const EVENT_TYPES: [&str; 20] = [
+pub const EVENT_TYPES: [&str; 23] = [
     "user_registered",
     "session_created",
     "session_revoked",
@@ -162,6 +165,9 @@ pub const EVENT_TYPES: [&str; 20] = [
     "member_muted",
     "owner_transferred",
     "group_dismissed",
+    "user_deactivated",
+    "user_reactivated",
+    "password_changed",
 ];
 
 fn str_field(o: &Map<String, Value>, k: &str) -> Result<String, String> {
@@ -259,6 +265,9 @@ mod tests {
             Event::MemberMuted { group_id: 1, user_id: s("bob"), until_ms: 77 },
             Event::OwnerTransferred { group_id: 1, from: s("alice"), to: s("bob") },
             Event::GroupDismissed { group_id: 1, by: s("bob") },
+            Event::UserDeactivated { user_id: s("bob") },
+            Event::UserReactivated { user_id: s("bob") },
+            Event::PasswordChanged { user_id: s("bob"), password_hash: s("$argon2id$v=19$x") },
         ]
     }
 

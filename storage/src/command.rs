@@ -188,7 +188,35 @@ pub enum CommandKind {
         actor: String,
         group_id: u64,
     },
+    /// An app backend creates an account (`POST /v1/admin/users`). `password_hash` is empty for
+    /// an account without a password, which only admin-issued tokens can use.
+    CreateUser {
+        user_id: String,
+        display_name: String,
+        password_hash: String,
+    },
+    /// Deactivates an account and revokes up to [`MAX_REVOKED_PER_COMMAND`] of its sessions;
+    /// the node proposes [`CommandKind::RevokeAllSessions`] until none is left.
+    Deactivate {
+        user_id: String,
+    },
+    Reactivate {
+        user_id: String,
+    },
+    /// Revokes up to [`MAX_REVOKED_PER_COMMAND`] of a user's sessions (force logout).
+    RevokeAllSessions {
+        user_id: String,
+    },
+    SetPassword {
+        user_id: String,
+        password_hash: String,
+    },
 }
+
+/// Most sessions one command revokes: a user's session count has no bound over time, and one
+/// raft entry, journal transaction and sync page must have one. More are revoked by repeating
+/// the command, which the node does until the user has none.
+pub const MAX_REVOKED_PER_COMMAND: usize = 1_000;
 
 impl CommandKind {
     /// A short name for logs and metrics.
@@ -215,6 +243,11 @@ impl CommandKind {
             CommandKind::Transfer { .. } => "transfer",
             CommandKind::Mute { .. } => "mute",
             CommandKind::Dismiss { .. } => "dismiss",
+            CommandKind::CreateUser { .. } => "create_user",
+            CommandKind::Deactivate { .. } => "deactivate",
+            CommandKind::Reactivate { .. } => "reactivate",
+            CommandKind::RevokeAllSessions { .. } => "revoke_all_sessions",
+            CommandKind::SetPassword { .. } => "set_password",
         }
     }
 }

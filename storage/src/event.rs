@@ -127,6 +127,20 @@ pub enum Event {
         group_id: u64,
         by: String,
     },
+    /// An app backend deactivated the account (`POST /v1/admin/users/{uid}/deactivate`): it can
+    /// no longer log in or be sent to. Its sessions are revoked by `SessionRevoked` events of
+    /// the same command.
+    UserDeactivated {
+        user_id: String,
+    },
+    UserReactivated {
+        user_id: String,
+    },
+    /// A new password hash (`PUT /v1/admin/users/{uid}/password`); sessions are kept.
+    PasswordChanged {
+        user_id: String,
+        password_hash: String,
+    },
 }
 
 impl Event {
@@ -153,6 +167,9 @@ impl Event {
             Event::MemberMuted { .. } => "member_muted",
             Event::OwnerTransferred { .. } => "owner_transferred",
             Event::GroupDismissed { .. } => "group_dismissed",
+            Event::UserDeactivated { .. } => "user_deactivated",
+            Event::UserReactivated { .. } => "user_reactivated",
+            Event::PasswordChanged { .. } => "password_changed",
         }
     }
 }

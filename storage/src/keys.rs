@@ -25,6 +25,7 @@
 //! | `groupid_group` | group_id u64 | [`crate::records::GroupRecord`] |
 //! | `requestid_outcome` | node u64 + nonce 16 B (a [`crate::requests::RequestId`]) | JSON `Recorded`: its sequence number and first outcome ([`crate::requests`]) |
 //! | `requestseq_requestid` | sequence u64 | the request id recorded under it (for expiry) |
+//! | `userid_deactivated` | user_id | ts u64 of the deactivation (present only while deactivated) |
 //!
 //! `useridconvfrom_until` holds the intervals of journal cursors during which a user belongs to
 //! a conversation; sync reads a conversation's feed only inside them. This is what lets one
@@ -56,10 +57,11 @@ pub enum Tree {
     GroupIdGroup,
     RequestIdOutcome,
     RequestSeqRequestId,
+    UserIdDeactivated,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 20] = [
+    pub const ALL: [Tree; 21] = [
         Tree::Meta,
         Tree::CursorEntry,
         Tree::UserIdUser,
@@ -80,6 +82,7 @@ impl Tree {
         Tree::GroupIdGroup,
         Tree::RequestIdOutcome,
         Tree::RequestSeqRequestId,
+        Tree::UserIdDeactivated,
     ];
 
     /// The sled tree name.
@@ -105,6 +108,7 @@ impl Tree {
             Tree::GroupIdGroup => "groupid_group",
             Tree::RequestIdOutcome => "requestid_outcome",
             Tree::RequestSeqRequestId => "requestseq_requestid",
+            Tree::UserIdDeactivated => "userid_deactivated",
         }
     }
 

@@ -18,6 +18,9 @@ use crate::records::{
 };
 use crate::store::{Store, StoreError};
 
+/// An account as the admin list shows it: user id, record, deactivated.
+pub type AccountRow = (String, UserRecord, bool);
+
 /// A page of a user's updates.
 #[derive(Debug, Clone)]
 pub struct SyncPage {
@@ -97,6 +100,43 @@ impl Store {
 
     pub fn user(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
         self.get_rec(Tree::UserIdUser, user_id.as_bytes())
+    }
+
+    /// Whether an app backend has deactivated the account.
+    pub fn is_deactivated(&self, user_id: &str) -> Result<bool, StoreError> {
+        Ok(self.tree(Tree::UserIdDeactivated).contains_key(user_id.as_bytes())?)
+    }
+
+    /// Whether the user has any session left.
+    pub fn has_sessions(&self, user_id: &str) -> Result<bool, StoreError> {
+        Ok(self.tree(Tree::UserIdSessionId).scan_prefix(keys::prefix(user_id)).next().transpose()?.is_some())
+    }
+
+    /// One page of accounts in user id order (see [`AccountRow`]), starting after `after`: `(user_id, record,
+    /// deactivated)`, at most `limit`, and whether more follow. O(limit), whatever the count.
+    pub fn users_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<AccountRow>, bool), StoreError> {
+        let tree = self.tree(Tree::UserIdUser);
+        let iter = match after {
+            Some(a) => tree.range::<&[u8], _>((std::ops::Bound::Excluded(a.as_bytes()), std::ops::Bound::Unbounded)),
+            None => tree.iter(),
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for kv in iter {
+            let (k, v) = kv?;
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            let user_id =
+                String::from_utf8(k.to_vec()).map_err(|_| StoreError::Corrupt("a user id is not utf-8".into()))?;
+            let rec: UserRecord = codec::decode(&v)?;
+            let deactivated = self.is_deactivated(&user_id)?;
+            out.push((user_id, rec, deactivated));
+        }
+        Ok((out, false))
     }
 
     pub fn session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {

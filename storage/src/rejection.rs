@@ -28,6 +28,8 @@ pub enum Rejection {
     OwnerCannotLeave,
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("this account is deactivated")]
+    AccountDeactivated,
 }
 
 impl Rejection {
@@ -46,6 +48,7 @@ impl Rejection {
             Rejection::AlreadyFriends => "already_friends",
             Rejection::OwnerCannotLeave => "owner_cannot_leave",
             Rejection::PayloadTooLarge(_) => "payload_too_large",
+            Rejection::AccountDeactivated => "account_deactivated",
         }
     }
 }

@@ -374,3 +374,102 @@ fn a_flipped_bit_in_a_stored_entry_is_never_served_and_the_tail_check_finds_it()
     assert_eq!(err.to_string(), StoreError::Journal(JournalError::HashMismatch { cursor: head }).to_string());
     assert!(w.store.verify_journal().is_err());
 }
+
+/// Events of the journal from `cursor` on (one page is enough for these tests).
+fn events_after(store: &Store, cursor: u64) -> Vec<Event> {
+    store.journal(cursor + 1, 10_000).unwrap().into_iter().map(|e| e.event).collect()
+}
+
+#[test]
+fn deactivation_refuses_sessions_and_sends_and_revokes_every_session_in_bounded_commands() {
+    use parley_storage::command::MAX_REVOKED_PER_COMMAND;
+    let mut w = World::new();
+    w.user("alice");
+    w.user("bob");
+    w.friends("alice", "bob");
+    // More sessions than one command revokes, in one commit.
+    let n = MAX_REVOKED_PER_COMMAND + 7;
+    let mut tx = w.store.begin();
+    for i in 0..n {
+        let kind = CommandKind::CreateSession {
+            user_id: "bob".into(),
+            session_id: format!("s{i:05}"),
+            device: "d".into(),
+            expires_at: u64::MAX,
+        };
+        parley_storage::execute(&mut tx, &Command { ts: w.now, kind }).unwrap().result.unwrap();
+    }
+    tx.commit().unwrap();
+    assert_eq!(w.store.sessions_of("bob").unwrap().len(), n);
+
+    let before = w.cursor();
+    w.ok(CommandKind::Deactivate { user_id: "bob".into() });
+    let evs = events_after(&w.store, before);
+    assert_eq!(evs[0], Event::UserDeactivated { user_id: "bob".into() });
+    assert_eq!(evs.len(), 1 + MAX_REVOKED_PER_COMMAND, "one command revokes a bounded number");
+    assert!(evs[1..].iter().all(|e| matches!(e, Event::SessionRevoked { user_id, .. } if user_id == "bob")));
+    assert!(w.store.is_deactivated("bob").unwrap());
+    assert_eq!(w.store.sessions_of("bob").unwrap().len(), 7);
+
+    // The rest goes with the next command; then there is nothing left to do.
+    w.ok(CommandKind::RevokeAllSessions { user_id: "bob".into() });
+    assert!(!w.store.has_sessions("bob").unwrap());
+    let head = w.cursor();
+    assert_eq!(w.ok(CommandKind::RevokeAllSessions { user_id: "bob".into() }).0, head, "nothing appended");
+    assert_eq!(w.ok(CommandKind::Deactivate { user_id: "bob".into() }).0, head, "deactivating twice is a no-op");
+
+    // No new session, no message or friend request reaches the account.
+    let login = CommandKind::CreateSession {
+        user_id: "bob".into(),
+        session_id: "late".into(),
+        device: "d".into(),
+        expires_at: u64::MAX,
+    };
+    assert_eq!(w.run(login.clone()).result, Err(Rejection::AccountDeactivated));
+    let sent = w.send("alice", "d:alice:bob", "m1").result;
+    assert!(matches!(sent, Err(Rejection::Forbidden(_))), "{sent:?}");
+    w.user("carol");
+    let asked = w.run(CommandKind::FriendRequest { from: "carol".into(), to: "bob".into(), note: String::new() });
+    assert!(matches!(asked.result, Err(Rejection::Forbidden(_))), "{:?}", asked.result);
+
+    // Reactivated, the account works again.
+    w.ok(CommandKind::Reactivate { user_id: "bob".into() });
+    assert!(!w.store.is_deactivated("bob").unwrap());
+    w.ok(login);
+    assert!(w.send("alice", "d:alice:bob", "m2").result.is_ok());
+}
+
+#[test]
+fn accounts_page_in_user_id_order_and_a_password_can_be_set() {
+    let mut w = World::new();
+    for id in ["dave", "alice", "carol", "bob", "erin"] {
+        w.ok(CommandKind::CreateUser {
+            user_id: id.into(),
+            display_name: id.to_uppercase(),
+            password_hash: String::new(),
+        });
+    }
+    w.ok(CommandKind::Deactivate { user_id: "carol".into() });
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let (page, more) = w.store.users_page(after.as_deref(), 2).unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|(id, rec, off)| (id.clone(), rec.display_name.clone(), *off)));
+        if !more {
+            break;
+        }
+        after = page.last().map(|(id, _, _)| id.clone());
+    }
+    let ids: Vec<&str> = seen.iter().map(|(id, _, _)| id.as_str()).collect();
+    assert_eq!(ids, ["alice", "bob", "carol", "dave", "erin"]);
+    assert!(seen.iter().all(|(id, name, off)| *name == id.to_uppercase() && *off == (id == "carol")));
+    // No password to begin with, then one.
+    assert_eq!(w.store.user("bob").unwrap().unwrap().password_hash, "");
+    w.ok(CommandKind::SetPassword { user_id: "bob".into(), password_hash: "$argon2id$new".into() });
+    assert_eq!(w.store.user("bob").unwrap().unwrap().password_hash, "$argon2id$new");
+    // A public registration still needs a hash.
+    let r =
+        w.run(CommandKind::Register { user_id: "frank".into(), display_name: "f".into(), password_hash: "".into() });
+    assert!(matches!(r.result, Err(Rejection::InvalidRequest(_))));
+}

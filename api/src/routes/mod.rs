@@ -1,6 +1,7 @@
 //! Routes, one module per resource, composed into the node's filter.
 
 pub mod admin;
+pub mod admin_users;
 pub mod conversations;
 pub mod friends;
 pub mod groups;
@@ -37,6 +38,8 @@ pub fn all(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .or(raft::routes(s))
         .unify()
         .or(admin::routes(s))
+        .unify()
+        .or(admin_users::routes(s))
         .unify();
     crate::ip_limits::gate(s).and(routes).recover(crate::error::recover).unify().map(hardened).boxed()
 }

@@ -55,6 +55,12 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
 }
 
 async fn register(s: Arc<AppState>, b: Result<bytes::Bytes, ApiError>) -> Result<Response, ApiError> {
+    if s.cfg.registration == crate::state::Registration::Closed {
+        return Err(parley_storage::Rejection::Forbidden(
+            "registration is closed on this server: accounts are created by the app's backend".into(),
+        )
+        .into());
+    }
     let b: Register = parse::<RegisterBody>(b)?.check()?;
     // Cheap early refusal; the replicated decision is still the one that counts.
     if s.store.user(&b.user_id)?.is_some() {
@@ -77,26 +83,40 @@ async fn login(s: Arc<AppState>, ip: Option<IpAddr>, b: Result<bytes::Bytes, Api
     if !s.login_limiter.allow(&b.user_id, ip) {
         return Err(ApiError::rate_limited("too many failed logins; try again in a minute").retry_after(60));
     }
-    let hash = s.store.user(&b.user_id)?.map(|u| u.password_hash);
+    // An account made without a password (`POST /v1/admin/users`) has an empty hash: it is
+    // checked against the dummy hash like an unknown user, so its answer takes as long.
+    let hash = s.store.user(&b.user_id)?.map(|u| u.password_hash).filter(|h| !h.is_empty());
     if !s.auth.verify_password(b.password, hash).await? {
         s.login_limiter.failed(&b.user_id, ip);
         return Err(ApiError::invalid_credentials());
     }
+    start_session(&s, &b.user_id, device, TOKEN_TTL_MS).await
+}
+
+/// Records a new session and answers 201 `{token, session_id, expires_at, user_id}`: a login's
+/// answer, and an admin-issued token's. A deactivated account is refused in the replicated
+/// decision (`account_deactivated`).
+pub(crate) async fn start_session(
+    s: &AppState,
+    user_id: &str,
+    device: String,
+    ttl_ms: u64,
+) -> Result<Response, ApiError> {
     let session_id = random_id();
     let now = now_ms();
-    let expires_at = now + TOKEN_TTL_MS;
+    let expires_at = now + ttl_ms;
     let (cursor, _) = s
         .submit(CommandKind::CreateSession {
-            user_id: b.user_id.clone(),
+            user_id: user_id.to_owned(),
             session_id: session_id.clone(),
             device,
             expires_at,
         })
         .await?;
-    let token = s.auth.issue_at_cursor(&b.user_id, &session_id, now, expires_at, Some(cursor))?;
+    let token = s.auth.issue_at_cursor(user_id, &session_id, now, expires_at, Some(cursor))?;
     Ok(written(
         StatusCode::CREATED,
-        json!({"token": token, "session_id": session_id, "expires_at": expires_at, "user_id": b.user_id}),
+        json!({"token": token, "session_id": session_id, "expires_at": expires_at, "user_id": user_id}),
         cursor,
     ))
 }

@@ -69,6 +69,9 @@ pub(crate) fn apply(tx: &mut Tx, cursor: u64, ts: u64, event: &Event) -> Result<
         }
         Event::OwnerTransferred { group_id, from, to } => groups::transferred(tx, cursor, *group_id, from, to)?,
         Event::GroupDismissed { group_id, .. } => groups::dismissed(tx, cursor, *group_id)?,
+        Event::UserDeactivated { user_id } => users::deactivated(tx, ts, user_id),
+        Event::UserReactivated { user_id } => users::reactivated(tx, user_id),
+        Event::PasswordChanged { user_id, password_hash } => users::password_changed(tx, user_id, password_hash)?,
     })
 }
 

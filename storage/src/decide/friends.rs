@@ -1,6 +1,9 @@
 //! Deciding friend requests, friendships and blocks.
 
-use super::{are_friends, blocked_either, events, invalid, reject, require_user, unchanged, Decided, MAX_NOTE_CHARS};
+use super::{
+    are_friends, blocked_either, events, invalid, reject, require_active_peer, require_user, unchanged, Decided,
+    MAX_NOTE_CHARS,
+};
 use crate::event::Event;
 use crate::keys::{self, Tree};
 use crate::outcome::Reply;
@@ -16,6 +19,7 @@ pub(super) fn request(tx: &Tx, from: &str, to: &str, note: &str) -> Decided {
         return invalid(format!("note is longer than {MAX_NOTE_CHARS} characters"));
     }
     require_user(tx, to)?;
+    require_active_peer(tx, to)?;
     if blocked_either(tx, from, to)? {
         return reject(Rejection::Blocked);
     }

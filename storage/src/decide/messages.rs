@@ -1,8 +1,8 @@
 //! Deciding sends, read markers and revokes.
 
 use super::{
-    are_friends, blocked_either, events, group_record, invalid, member_record, parse_conv, reject, require_member,
-    require_user, unchanged, Decided, MAX_CLIENT_MSG_ID_BYTES, REVOKE_WINDOW_MS,
+    are_friends, blocked_either, events, group_record, invalid, member_record, parse_conv, reject, require_active_peer,
+    require_member, require_user, unchanged, Decided, MAX_CLIENT_MSG_ID_BYTES, REVOKE_WINDOW_MS,
 };
 use crate::apply::conv_meta;
 use crate::command::Role;
@@ -45,6 +45,7 @@ pub(super) fn send(
         ConversationId::Direct { .. } => {
             let peer = conv.peer_of(sender).ok_or(Rejection::NotMember)?;
             require_user(tx, peer)?;
+            require_active_peer(tx, peer)?;
             if blocked_either(tx, sender, peer)? {
                 return reject(Rejection::Blocked);
             }

@@ -124,6 +124,13 @@ pub fn decide(tx: &Tx, cmd: &Command) -> Decided {
             groups::mute(tx, actor, *group_id, user_id, *until_ms)
         }
         CommandKind::Dismiss { actor, group_id } => groups::dismiss(tx, actor, *group_id),
+        CommandKind::CreateUser { user_id, display_name, password_hash } => {
+            users::create_user(tx, user_id, display_name, password_hash)
+        }
+        CommandKind::Deactivate { user_id } => users::deactivate(tx, user_id),
+        CommandKind::Reactivate { user_id } => users::reactivate(tx, user_id),
+        CommandKind::RevokeAllSessions { user_id } => users::revoke_all_sessions(tx, user_id),
+        CommandKind::SetPassword { user_id, password_hash } => users::set_password(tx, user_id, password_hash),
     }
 }
 
@@ -147,6 +154,20 @@ pub(crate) fn user_exists(tx: &Tx, user: &str) -> Result<bool, StoreError> {
 fn require_user(tx: &Tx, user: &str) -> Result<(), Refused> {
     if !is_valid_user_id(user) || !user_exists(tx, user)? {
         return reject(Rejection::NotFound(format!("no user {user}")));
+    }
+    Ok(())
+}
+
+/// Whether an app backend has deactivated the account.
+pub(crate) fn is_deactivated(tx: &Tx, user: &str) -> Result<bool, StoreError> {
+    tx.contains(Tree::UserIdDeactivated, user.as_bytes())
+}
+
+/// Refuses to reach a deactivated account (`forbidden`: the caller did nothing wrong, but the
+/// account takes nothing new).
+fn require_active_peer(tx: &Tx, user: &str) -> Result<(), Refused> {
+    if is_deactivated(tx, user)? {
+        return reject(Rejection::Forbidden(format!("the account {user} is deactivated")));
     }
     Ok(())
 }
