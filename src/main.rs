@@ -3,6 +3,7 @@
 
 use parley::audit;
 mod bench;
+mod chat;
 mod cluster;
 mod config;
 mod members;
@@ -42,6 +43,8 @@ enum Command {
     Import(audit::import::ImportArgs),
     /// Read models as of a past cursor (offline, by replay).
     State(audit::state::StateArgs),
+    /// A terminal chat client: conversations, history, sending, live updates, read markers.
+    Chat(chat::ChatArgs),
     /// Load generator: send, deliver, fanout, catchup, history, connections (see docs/BENCHMARKS.md).
     Bench(bench::BenchArgs),
 }
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Import(args) => audit::import::run(args),
         Command::State(args) => audit::state::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Chat(args) => chat::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -114,11 +114,7 @@ impl Store {
 
     /// One page of accounts in user id order (see [`AccountRow`]), starting after `after`: `(user_id, record,
     /// deactivated)`, at most `limit`, and whether more follow. O(limit), whatever the count.
-    pub fn users_page(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<AccountRow>, bool), StoreError> {
+    pub fn users_page(&self, after: Option<&str>, limit: usize) -> Result<(Vec<AccountRow>, bool), StoreError> {
         let tree = self.tree(Tree::UserIdUser);
         let iter = match after {
             Some(a) => tree.range::<&[u8], _>((std::ops::Bound::Excluded(a.as_bytes()), std::ops::Bound::Unbounded)),

@@ -212,7 +212,8 @@ impl TestServer {
         let data_path = dir.path().to_path_buf();
         let admin_token = format!("admin-{}-{}", std::process::id(), now_ms());
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr, stdout, stderr) = launch(&data_path, &admin_token, &extra).unwrap_or_else(|e| panic!("{e}"));
+        let (child, addr, stdout, stderr) =
+            launch(&data_path, &admin_token, &extra, "127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         TestServer { child: Some(child), data_dir: Some(dir), data_path, addr, admin_token, extra, stderr, stdout }
     }
 
@@ -251,9 +252,19 @@ impl TestServer {
 
     /// Kills the server if it still runs and starts it again on the same data dir (new port).
     pub fn restart(&mut self) {
+        self.relaunch("127.0.0.1:0");
+    }
+
+    /// Like [`TestServer::restart`], on the same port: what a client that knows one address
+    /// (a browser page, `parley chat`) sees when its server restarts.
+    pub fn restart_same_port(&mut self) {
+        self.relaunch(&self.addr.to_string());
+    }
+
+    fn relaunch(&mut self, http: &str) {
         self.kill9();
-        let (child, addr, stdout, stderr) =
-            launch(&self.data_path, &self.admin_token, &self.extra).unwrap_or_else(|e| panic!("restart failed: {e}"));
+        let (child, addr, stdout, stderr) = launch(&self.data_path, &self.admin_token, &self.extra, http)
+            .unwrap_or_else(|e| panic!("restart failed: {e}"));
         self.child = Some(child);
         self.addr = addr;
         self.stdout = stdout;
@@ -289,7 +300,7 @@ fn ip_limits_off_unless_set(extra: &[String]) -> Vec<&'static str> {
 
 type Launched = (Child, SocketAddr, Arc<Mutex<String>>, Arc<Mutex<String>>);
 
-fn launch(data_dir: &Path, admin_token: &str, extra: &[String]) -> Result<Launched, String> {
+fn launch(data_dir: &Path, admin_token: &str, extra: &[String], http: &str) -> Result<Launched, String> {
     // PARLEY_TEST_BIN runs the suite against another build of the binary (e.g. a release one).
     let bin = std::env::var_os("PARLEY_TEST_BIN")
         .map(PathBuf::from)
@@ -299,7 +310,7 @@ fn launch(data_dir: &Path, admin_token: &str, extra: &[String]) -> Result<Launch
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--http")
-        .arg("127.0.0.1:0")
+        .arg(http)
         .arg("--admin-token")
         .arg(admin_token)
         .args(ip_limits_off_unless_set(extra))
