@@ -19,8 +19,7 @@ use crate::error::ApiError;
 
 /// Longest a token lives.
 pub const TOKEN_TTL_MS: u64 = 60 * 60 * 1000;
-pub const PASSWORD_MIN_BYTES: usize = 8;
-pub const PASSWORD_MAX_BYTES: usize = 1024;
+pub use parley_wire::bodies::{PASSWORD_MAX_BYTES, PASSWORD_MIN_BYTES};
 /// Callers that may wait for a hashing permit, per permit.
 pub const HASH_QUEUE_PER_PERMIT: usize = 4;
 

@@ -4,6 +4,8 @@
 use std::convert::Infallible;
 
 use parley_storage::{Rejection, StoreError};
+use parley_wire::bodies::BodyError;
+use parley_wire::ErrorEnvelope;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
@@ -78,8 +80,18 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({ "error": { "code": self.code, "message": self.message } })
+    /// The contract's error envelope of this error.
+    pub fn body(&self) -> ErrorEnvelope {
+        ErrorEnvelope::new(self.code, self.message.clone())
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::Invalid(m) => ApiError::invalid(m),
+            BodyError::TooLarge(m) => ApiError::payload_too_large(m),
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
@@ -209,10 +210,19 @@ pub fn segment(raw: &str) -> Result<String, ApiError> {
     String::from_utf8(out).map_err(|_| ApiError::invalid("path is not UTF-8"))
 }
 
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
-    let mut resp = warp::reply::json(value).into_response();
-    *resp.status_mut() = status;
-    resp
+/// A JSON answer: a wire type in its canonical text (`parley_wire::canonical_text`: keys in
+/// byte order, as every answer has always been written).
+pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
+    match parley_wire::canonical_text(value) {
+        Ok(text) => json_text(status, text),
+        // Not reachable with the wire types (strings, numbers, lists, JSON values); answered
+        // as a server error rather than a panic all the same.
+        Err(e) => {
+            tracing::error!(error = %e, "answer does not serialise");
+            let text = r#"{"error":{"code":"internal","message":"answer does not serialise"}}"#;
+            json_text(StatusCode::INTERNAL_SERVER_ERROR, text.to_owned())
+        }
+    }
 }
 
 /// A JSON answer already rendered as text.
@@ -223,12 +233,9 @@ pub fn json_text(status: StatusCode, text: String) -> Response {
     resp
 }
 
-/// A write's JSON answer: `cursor` in the body and the `Parley-Cursor` header.
-pub fn written(status: StatusCode, mut value: serde_json::Value, cursor: u64) -> Response {
-    if let Some(obj) = value.as_object_mut() {
-        obj.insert("cursor".into(), cursor.into());
-    }
-    with_cursor(json(status, &value), cursor)
+/// A write's JSON answer (a wire type that carries `cursor`) with the `Parley-Cursor` header.
+pub fn written<T: Serialize>(status: StatusCode, value: &T, cursor: u64) -> Response {
+    with_cursor(json(status, value), cursor)
 }
 
 /// A write's 204 answer with the `Parley-Cursor` header.

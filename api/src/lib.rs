@@ -1,7 +1,7 @@
 //! Parley's HTTP API and WebSocket hub (warp), and authentication.
 //!
-//! Only this crate knows JSON wire types: storage records and journal entries become JSON in
-//! [`render`]. Every mutating endpoint goes through [`state::AppState::submit`] (raft); reads
+//! The JSON shapes are the wire crate's (`parley_wire`): routes and the WebSocket answer with its
+//! types, in their canonical text ([`http::json`]). Every mutating endpoint goes through [`state::AppState::submit`] (raft); reads
 //! come from the local projections.
 //!
 //! # Layout
@@ -19,7 +19,6 @@
 //! - [`ip_limits`]: per-source-IP limits on logins, registrations and admin requests.
 //! - [`bodies`]: the write routes' JSON bodies, decoded and checked before any state is read.
 //! - [`http`]: request context, bodies, JSON parsing, responses with `Parley-Cursor`.
-//! - [`render`]: JSON shapes of the contract.
 //! - [`error`]: the API error type and its mapping to status and code.
 //! - [`fail_stop`]: a node that finds its stored data corrupt (at start, or on a read) stops.
 //! - [`metrics`]: Prometheus text.
@@ -34,7 +33,6 @@ pub mod ip_limits;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
-pub mod render;
 pub mod routes;
 pub mod server;
 pub mod state;

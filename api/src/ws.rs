@@ -21,7 +21,9 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
+use parley_wire::frames::ServerFrame;
+use parley_wire::Message as WireMessage;
+use serde_json::Value;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -167,25 +169,23 @@ struct Outbox {
     overflow: Arc<Notify>,
 }
 
-/// A frame's JSON text: a value to serialise, or text already rendered (a sync page).
-struct FrameText(String);
-
-impl From<&Value> for FrameText {
-    fn from(v: &Value) -> Self {
-        FrameText(v.to_string())
-    }
-}
-
-impl From<String> for FrameText {
-    fn from(text: String) -> Self {
-        FrameText(text)
-    }
-}
-
 impl Outbox {
-    /// Queues a frame; false (and the overflow alarm) when the client is not keeping up.
-    fn push(&self, frame: impl Into<FrameText>) -> bool {
-        match self.tx.try_send(frame.into().0) {
+    /// Queues a server frame (its canonical text); false when the client is not keeping up.
+    fn frame(&self, frame: &ServerFrame) -> bool {
+        match parley_wire::canonical_text(frame) {
+            Ok(text) => self.push(text),
+            // Not reachable (frames hold strings, numbers and JSON values); logged, not sent.
+            Err(e) => {
+                tracing::error!(error = %e, "server frame does not serialise");
+                true
+            }
+        }
+    }
+
+    /// Queues a frame's text (a sync page comes rendered); false (and the overflow alarm) when
+    /// the client is not keeping up.
+    fn push(&self, text: String) -> bool {
+        match self.tx.try_send(text) {
             Ok(()) => true,
             Err(_) => {
                 self.overflowed.store(true, Ordering::SeqCst);
@@ -351,7 +351,7 @@ async fn pull(s: &AppState, user: &AuthUser, out: &Outbox, since: &mut Option<u6
         let p = match page(s, &user.user_id, from, WS_PAGE, PageFrame::Ws) {
             Ok(p) => p,
             Err(e) => {
-                let _ = out.push(&json!({"type": "error", "code": e.code, "message": e.message}));
+                let _ = out.frame(&ServerFrame::Error { req: None, code: e.code.to_owned(), message: e.message });
                 return true;
             }
         };
@@ -390,8 +390,8 @@ enum FrameAction {
     Sync(u64),
 }
 
-fn error_frame(req: &Value, e: &ApiError) -> Value {
-    json!({"type": "error", "req": req, "code": e.code, "message": e.message})
+fn error_frame(req: &Value, e: &ApiError) -> ServerFrame {
+    ServerFrame::Error { req: Some(req.clone()), code: e.code.to_owned(), message: e.message.clone() }
 }
 
 /// A client frame, decoded and checked as far as that needs no state: what
@@ -468,29 +468,33 @@ async fn handle_frame(
     msg: Message,
 ) -> FrameAction {
     let Message::Text(text) = msg else {
-        out.push(&error_frame(&Value::Null, &ApiError::invalid("frames must be JSON text")));
+        out.frame(&error_frame(&Value::Null, &ApiError::invalid("frames must be JSON text")));
         return FrameAction::Continue;
     };
     match decode_frame(text.as_str()) {
         ClientFrame::Ping { req } => {
-            out.push(&json!({"type": "pong", "ts": now_ms(), "req": req}));
+            out.frame(&ServerFrame::Pong { ts: now_ms(), req });
         }
         ClientFrame::Sync { since } => return FrameAction::Sync(since),
         ClientFrame::Refused { req, error } => {
-            out.push(&error_frame(&req, &error));
+            out.frame(&error_frame(&req, &error));
         }
         ClientFrame::Send { req, conversation_id: conv, body } => {
             let Ok(permit) = in_flight.clone().acquire_owned().await else { return FrameAction::Continue };
             let (s, out, uid) = (s.clone(), out.clone(), user.user_id.clone());
             tokio::spawn(async move {
                 let answer = match send_message(&s, &uid, conv, body).await {
-                    Ok((cursor, parley_storage::Reply::Message { message, .. })) => {
-                        json!({"type": "ack", "req": req, "message": crate::render::message(&message), "cursor": cursor})
-                    }
+                    Ok((cursor, parley_storage::Reply::Message { message, .. })) => ServerFrame::Ack {
+                        req,
+                        message: Some(WireMessage::from(&message)),
+                        read_seq: None,
+                        unread: None,
+                        cursor,
+                    },
                     Ok(_) => error_frame(&req, &ApiError::internal("unexpected reply")),
                     Err(e) => error_frame(&req, &e),
                 };
-                out.push(&answer);
+                out.frame(&answer);
                 drop(permit);
             });
         }
@@ -500,11 +504,11 @@ async fn handle_frame(
             tokio::spawn(async move {
                 let answer = match mark_read(&s, &uid, conv, seq).await {
                     Ok((cursor, read_seq, unread)) => {
-                        json!({"type": "ack", "req": req, "read_seq": read_seq, "unread": unread, "cursor": cursor})
+                        ServerFrame::Ack { req, message: None, read_seq: Some(read_seq), unread: Some(unread), cursor }
                     }
                     Err(e) => error_frame(&req, &e),
                 };
-                out.push(&answer);
+                out.frame(&answer);
                 drop(permit);
             });
         }
@@ -515,6 +519,7 @@ async fn handle_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn req_of(frame: &ClientFrame) -> &Value {
         match frame {
@@ -539,7 +544,7 @@ mod tests {
         let req = req_of(&frame);
         // The nearest f64 to 4440444444444444444444444440 (what a correct parser reads).
         assert_eq!(req.as_f64(), Some(4.4404444444444444e27));
-        let echoed = error_frame(req, &ApiError::invalid("x")).to_string();
+        let echoed = parley_wire::canonical_text(&error_frame(req, &ApiError::invalid("x"))).unwrap();
         let back: Value = serde_json::from_str(&echoed).unwrap();
         assert_eq!(&back["req"], req);
         let shortest = decode_frame(r#"{"type":"ping","req":4.4404444444444444e27}"#);
@@ -552,6 +557,60 @@ mod tests {
             let req = req_of(&decode_frame(text)).clone();
             let again = decode_frame(&json!({"type": "ping", "req": req}).to_string());
             assert_eq!(req_of(&again), &req, "{text}");
+        }
+    }
+
+    /// The wire crate's client frames are what the socket decodes: each one, serialised, decodes
+    /// to the same request (and what the socket decodes parses as a wire frame).
+    #[test]
+    fn wire_client_frames_decode_as_themselves() {
+        use parley_wire::frames::ClientFrame as Wire;
+        let conv = || "d:alice:bob".to_owned();
+        let frames = [
+            Wire::Sync { since: None },
+            Wire::Sync { since: Some(7) },
+            Wire::Send {
+                req: Some(json!(1)),
+                conversation_id: conv(),
+                client_msg_id: "c1".into(),
+                body: "hi".into(),
+                reply_to: Some(3),
+            },
+            Wire::Send {
+                req: None,
+                conversation_id: conv(),
+                client_msg_id: "c2".into(),
+                body: "x".into(),
+                reply_to: None,
+            },
+            Wire::Read { req: Some(json!({"k": ["v"]})), conversation_id: conv(), seq: 4 },
+            Wire::Ping { req: None },
+            Wire::Ping { req: Some(json!("p")) },
+        ];
+        for wire in frames {
+            let text = serde_json::to_string(&wire).unwrap();
+            let decoded = decode_frame(&text);
+            let req_or_null = |r: &Option<Value>| r.clone().unwrap_or(Value::Null);
+            match (&wire, &decoded) {
+                (Wire::Sync { since }, ClientFrame::Sync { since: got }) => assert_eq!(since.unwrap_or(0), *got),
+                (
+                    Wire::Send { req, conversation_id, client_msg_id, body, reply_to },
+                    ClientFrame::Send { req: r, conversation_id: c, body: b },
+                ) => {
+                    assert_eq!((&req_or_null(req), conversation_id), (r, c));
+                    assert_eq!((client_msg_id, body, reply_to), (&b.client_msg_id, &b.body, &b.reply_to));
+                }
+                (
+                    Wire::Read { req, conversation_id, seq },
+                    ClientFrame::Read { req: r, conversation_id: c, seq: n },
+                ) => {
+                    assert_eq!((&req_or_null(req), conversation_id, seq), (r, c, n))
+                }
+                (Wire::Ping { req }, ClientFrame::Ping { req: r }) => assert_eq!(&req_or_null(req), r),
+                _ => panic!("{text} decoded as {decoded:?}"),
+            }
+            let back: Wire = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, wire);
         }
     }
 }

@@ -10,7 +10,7 @@
 use libfuzzer_sys::fuzz_target;
 use parley::audit::chain::ExportEntries;
 use parley::audit::wire::entry_from_json;
-use parley_api::render;
+use parley_wire::storage::journal_entry;
 use parley_storage::journal::{JournalRecord, ZERO_HASH};
 
 fuzz_target!(|data: &[u8]| {
@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         };
         assert_eq!(JournalRecord::new(entry.cursor, entry.ts, entry.prev_hash, &entry.event), rec);
         assert_eq!(rec.hash, entry.hash);
-        let rendered = render::journal_entry(&entry);
+        let rendered = parley_wire::canonical_value(&journal_entry(&entry)).expect("an entry renders");
         assert_eq!(entry_from_json(&rendered).expect("a rendered entry parses"), entry);
         match prev {
             None if !partial => assert_eq!((entry.cursor, entry.prev_hash), (1, ZERO_HASH)),

@@ -59,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
         }
         ClientFrame::Send { conversation_id, body, .. } => {
             if let Err(e) = body.check(conversation_id, MAX_BODY_BYTES) {
+                let e = parley_api::ApiError::from(e);
                 assert!(matches!(e.status.as_u16(), 400 | 413), "a refused send is a client error: {e}");
             }
         }

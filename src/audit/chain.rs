@@ -223,8 +223,8 @@ impl<R: BufRead> Iterator for ExportEntries<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parley_api::render;
     use parley_storage::Event;
+    use parley_wire::storage::journal_entry;
 
     fn lines(n: u64) -> Vec<String> {
         let mut prev = ZERO_HASH;
@@ -233,7 +233,7 @@ mod tests {
                 let ev = Event::FriendRequested { from: "alice".into(), to: format!("user{c}"), note: "hello".into() };
                 let rec = JournalRecord::new(c, 100 + c, prev, &ev);
                 prev = rec.hash;
-                serde_json::to_string(&render::journal_entry(&rec.verify().unwrap())).unwrap()
+                parley_wire::canonical_text(&journal_entry(&rec.verify().unwrap())).unwrap()
             })
             .collect()
     }

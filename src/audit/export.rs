@@ -20,9 +20,9 @@ use std::collections::VecDeque;
 use std::io::{BufWriter, Write};
 
 use clap::Args;
-use parley_api::render;
 use parley_storage::ids::ConversationId;
 use parley_storage::{Entry, Event, Store};
+use parley_wire::storage::journal_entry;
 
 use super::chain::{Chain, DbEntries};
 use super::{close, open_data_dir, wire, write_out, AuditError, DataDirArgs};
@@ -65,10 +65,10 @@ impl Filter {
         types: &[String],
     ) -> Result<Filter, AuditError> {
         for t in types {
-            if !wire::EVENT_TYPES.contains(&t.as_str()) {
+            if !wire::event_types().contains(t) {
                 return Err(AuditError::Other(format!(
                     "unknown event type {t:?}; one of: {}",
-                    wire::EVENT_TYPES.join(", ")
+                    wire::event_types().join(", ")
                 )));
             }
         }
@@ -199,7 +199,8 @@ pub fn export(
             continue;
         }
         line.clear();
-        serde_json::to_writer(&mut line, &render::journal_entry(&entry))
+        parley_wire::canonical_value(&journal_entry(&entry))
+            .and_then(|v| serde_json::to_writer(&mut line, &v))
             .map_err(|e| AuditError::Other(format!("cannot render cursor {}: {e}", entry.cursor)))?;
         line.push(b'\n');
         if !write_out(out, &line)? {

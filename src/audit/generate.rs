@@ -15,7 +15,6 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use parley_api::render;
 use parley_storage::{Command, CommandKind, Role, Store, Tx};
 use serde_json::json;
 
@@ -251,11 +250,11 @@ pub fn build_fixture(store: &Store, out: &mut impl Write) -> Result<serde_json::
         let (cursor, bytes) = item?;
         let entry = parley_storage::journal::JournalRecord::decode(cursor, &bytes)?.verify()?;
         *types.entry(entry.event.type_name()).or_default() += 1;
-        let line =
-            serde_json::to_string(&render::journal_entry(&entry)).map_err(|e| AuditError::Other(e.to_string()))?;
+        let line = parley_wire::canonical_text(&parley_wire::storage::journal_entry(&entry))
+            .map_err(|e| AuditError::Other(e.to_string()))?;
         writeln!(out, "{line}")?;
     }
-    if types.len() != super::wire::EVENT_TYPES.len() {
+    if types.len() != super::wire::event_types().len() {
         return Err(AuditError::Other(format!("the fixture covers {} event types, not all 20", types.len())));
     }
     let head = store.head()?;

@@ -4,8 +4,8 @@
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use parley_api::render;
 use parley_storage::Store;
+use parley_wire::users::Friend;
 use serde_json::{json, Value};
 
 use super::replay::{replay_store, Scratch, ScratchArgs, Until};
@@ -60,25 +60,29 @@ pub fn query(store: &Store, query: &StateQuery) -> Result<Value, AuditError> {
             let list = store
                 .conversations(user)?
                 .iter()
-                .map(|c| render::conversation(c, user, store))
+                .map(|c| parley_wire::storage::conversation(c, user, store))
                 .collect::<Result<Vec<_>, _>>()?;
-            json!({"cursor": cursor, "user_id": user, "conversations": list})
+            json!({"cursor": cursor, "user_id": user, "conversations": canonical(&list)?})
         }
         StateQuery::Groups { user } => {
             let mut groups = Vec::new();
             for gid in store.groups_of(user)? {
                 if let Some(rec) = store.group(gid)? {
-                    groups.push(render::group(store, gid, &rec)?);
+                    groups.push(parley_wire::storage::group(store, gid, &rec)?);
                 }
             }
-            json!({"cursor": cursor, "user_id": user, "groups": groups})
+            json!({"cursor": cursor, "user_id": user, "groups": canonical(&groups)?})
         }
         StateQuery::Friends { user } => {
-            let friends: Vec<Value> =
-                store.friends(user)?.into_iter().map(|(p, since)| json!({"user_id": p, "since": since})).collect();
-            json!({"cursor": cursor, "user_id": user, "friends": friends})
+            let friends: Vec<Friend> =
+                store.friends(user)?.into_iter().map(|(user_id, since)| Friend { user_id, since }).collect();
+            json!({"cursor": cursor, "user_id": user, "friends": canonical(&friends)?})
         }
     })
+}
+
+fn canonical<T: serde::Serialize>(v: &T) -> Result<Value, AuditError> {
+    parley_wire::canonical_value(v).map_err(|e| AuditError::Other(format!("cannot render: {e}")))
 }
 
 pub fn run(args: StateArgs) -> Result<(), String> {

@@ -221,6 +221,7 @@ mod tests {
                 "groupid_group",
                 "requestid_outcome",
                 "requestseq_requestid",
+                "userid_deactivated",
             ]
         );
     }

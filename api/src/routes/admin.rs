@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parley_raft::{MembershipChange, WriteError};
-use serde_json::{json, Value};
+use parley_wire::ops::{LearnerAdded, MembershipChanged};
+use serde_json::Value;
 use warp::filters::BoxedFilter;
 use warp::http::{Method, StatusCode};
 use warp::reply::Response;
@@ -166,7 +167,7 @@ async fn add_learner(s: &AppState, body: AddLearnerBody) -> Result<Ran, ApiError
     let status = if caught_up { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok(Ran::Done(json_reply(
         status,
-        &json!({"node_id": body.node_id, "addr": addr, "caught_up": caught_up, "cluster": cluster_json(s)}),
+        &LearnerAdded { node_id: body.node_id, addr: addr.to_owned(), caught_up, cluster: cluster_json(s) },
     )))
 }
 
@@ -193,7 +194,10 @@ async fn change(
     if m.current_leader != Some(m.id) {
         // Let raft say where the leader is (or that none is known).
         return match s.raft.change_members(change, retain).await {
-            Ok(_) => Ok(Ran::Done(json_reply(StatusCode::OK, &json!({"cluster": cluster_json(s)})))),
+            Ok(_) => Ok(Ran::Done(json_reply(
+                StatusCode::OK,
+                &MembershipChanged { voters: None, removed: None, cluster: cluster_json(s) },
+            ))),
             Err(e) => refused(s, e),
         };
     }
@@ -211,7 +215,14 @@ async fn change(
         return Err(ApiError::unavailable(format!("learners {new:?} have not caught up with index {target} yet")));
     }
     match s.raft.change_members(change, retain).await {
-        Ok(_) => Ok(Ran::Done(json_reply(StatusCode::OK, &json!({"voters": voters, "cluster": cluster_json(s)})))),
+        Ok(_) => Ok(Ran::Done(json_reply(
+            StatusCode::OK,
+            &MembershipChanged {
+                voters: Some(voters.iter().copied().collect()),
+                removed: None,
+                cluster: cluster_json(s),
+            },
+        ))),
         Err(e) => refused(s, e),
     }
 }
@@ -231,7 +242,10 @@ async fn remove_node(s: &AppState, id: u64) -> Result<Ran, ApiError> {
         MembershipChange::RemoveNodes(BTreeSet::from([id]))
     };
     match s.raft.change_members(change, false).await {
-        Ok(_) => Ok(Ran::Done(json_reply(StatusCode::OK, &json!({"removed": id, "cluster": cluster_json(s)})))),
+        Ok(_) => Ok(Ran::Done(json_reply(
+            StatusCode::OK,
+            &MembershipChanged { voters: None, removed: Some(id), cluster: cluster_json(s) },
+        ))),
         Err(e) => refused(s, e),
     }
 }

@@ -25,7 +25,7 @@
 use std::sync::Arc;
 
 use parley_storage::CommandKind;
-use serde_json::json;
+use parley_wire::users::{AdminUser, AdminUserPage, UserProfile};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -124,7 +124,7 @@ async fn create(s: Arc<AppState>, b: Result<bytes::Bytes, ApiError>) -> Result<R
     let (cursor, _) = s
         .submit(CommandKind::CreateUser { user_id: user_id.clone(), display_name: display_name.clone(), password_hash })
         .await?;
-    Ok(written(StatusCode::CREATED, json!({"user_id": user_id, "display_name": display_name}), cursor))
+    Ok(written(StatusCode::CREATED, &UserProfile { user_id, display_name, cursor: Some(cursor) }, cursor))
 }
 
 async fn list(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
@@ -137,14 +137,16 @@ async fn list(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     let after = r.str_param("after").filter(|a| !a.is_empty());
     let (page, more) = s.store.users_page(after, limit)?;
     let next = if more { page.last().map(|(uid, _, _)| uid.clone()) } else { None };
-    let users: Vec<_> = page
+    let users = page
         .into_iter()
-        .map(|(user_id, rec, deactivated)| {
-            json!({"user_id": user_id, "display_name": rec.display_name, "created_at": rec.created_at,
-                   "deactivated": deactivated})
+        .map(|(user_id, rec, deactivated)| AdminUser {
+            user_id,
+            display_name: rec.display_name,
+            created_at: rec.created_at,
+            deactivated,
         })
         .collect();
-    Ok(json_reply(StatusCode::OK, &json!({"users": users, "next": next})))
+    Ok(json_reply(StatusCode::OK, &AdminUserPage { users, next }))
 }
 
 #[tracing::instrument(skip_all)]
@@ -153,7 +155,7 @@ async fn token(s: Arc<AppState>, uid: String, b: Result<bytes::Bytes, ApiError>)
     let uid = existing_user(&s, &uid)?;
     // An empty body is all defaults.
     let b = if body.is_empty() { IssueTokenBody::default() } else { parse::<IssueTokenBody>(Ok(body))? };
-    let (device, ttl_ms) = b.check()?;
+    let (device, ttl_ms) = b.check(crate::auth::TOKEN_TTL_MS)?;
     if s.store.is_deactivated(&uid)? {
         return Err(parley_storage::Rejection::AccountDeactivated.into());
     }

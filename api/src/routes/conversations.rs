@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use parley_storage::ids::ConversationId;
 use parley_storage::{CommandKind, HistoryQuery, Reply};
-use serde_json::json;
+use parley_wire::conversation::ConversationList;
+use parley_wire::message::{History, MessageWritten, ReadAnswer};
+use parley_wire::Message;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -14,7 +16,6 @@ use crate::bodies::ReadBody;
 pub use crate::bodies::SendBody;
 use crate::error::ApiError;
 use crate::http::{body, json as json_reply, parse, req, respond, segment, with, written, Req};
-use crate::render;
 use crate::state::AppState;
 
 pub const HISTORY_DEFAULT_LIMIT: u64 = 50;
@@ -61,9 +62,9 @@ async fn list(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     let cursor = s.store.applied_cursor();
     let mut convs = Vec::new();
     for c in s.store.conversations(&me.user_id)? {
-        convs.push(render::conversation(&c, &me.user_id, &s.store)?);
+        convs.push(parley_wire::storage::conversation(&c, &me.user_id, &s.store)?);
     }
-    Ok(json_reply(StatusCode::OK, &json!({"conversations": convs, "cursor": cursor})))
+    Ok(json_reply(StatusCode::OK, &ConversationList { conversations: convs, cursor }))
 }
 
 /// Validates and proposes a send; shared by HTTP and the WebSocket.
@@ -96,7 +97,7 @@ async fn send(s: Arc<AppState>, r: Req, conv: String, b: Result<bytes::Bytes, Ap
     match reply {
         Reply::Message { message, created } => {
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-            Ok(written(status, json!({ "message": render::message(&message) }), cursor))
+            Ok(written(status, &MessageWritten { message: Message::from(&message), cursor }, cursor))
         }
         _ => Err(ApiError::internal("unexpected reply to a send")),
     }
@@ -130,8 +131,8 @@ async fn history(s: Arc<AppState>, r: Req, conv: String) -> Result<Response, Api
         limit: limit as usize,
     };
     let max_seq = s.store.conversation(&conv)?.max_seq;
-    let messages: Vec<_> = s.store.messages(&conv, q, floor)?.iter().map(render::message).collect();
-    Ok(json_reply(StatusCode::OK, &json!({"messages": messages, "max_seq": max_seq})))
+    let messages = s.store.messages(&conv, q, floor)?.iter().map(Message::from).collect();
+    Ok(json_reply(StatusCode::OK, &History { messages, max_seq }))
 }
 
 pub async fn mark_read(
@@ -152,7 +153,7 @@ async fn read(s: Arc<AppState>, r: Req, conv: String, b: Result<bytes::Bytes, Ap
     let conv = segment(&conv)?;
     let b: ReadBody = parse(b)?;
     let (cursor, read_seq, unread) = mark_read(&s, &me.user_id, conv, b.seq).await?;
-    Ok(written(StatusCode::OK, json!({"read_seq": read_seq, "unread": unread}), cursor))
+    Ok(written(StatusCode::OK, &ReadAnswer { read_seq, unread, cursor }, cursor))
 }
 
 async fn revoke(s: Arc<AppState>, r: Req, conv: String, seq: String) -> Result<Response, ApiError> {
@@ -162,7 +163,7 @@ async fn revoke(s: Arc<AppState>, r: Req, conv: String, seq: String) -> Result<R
     let (cursor, reply) = s.submit(CommandKind::Revoke { user_id: me.user_id, conversation_id: conv, seq }).await?;
     match reply {
         Reply::Message { message, .. } => {
-            Ok(written(StatusCode::OK, json!({ "message": render::message(&message) }), cursor))
+            Ok(written(StatusCode::OK, &MessageWritten { message: Message::from(&message), cursor }, cursor))
         }
         _ => Err(ApiError::internal("unexpected reply to a revoke")),
     }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use parley_storage::{CommandKind, Reply};
-use serde_json::json;
+use parley_wire::users::{
+    BlockList, Friend, FriendAccepted, FriendList, FriendRequestSent, FriendRequests, IncomingRequest, OutgoingRequest,
+};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -89,20 +91,15 @@ async fn request(s: Arc<AppState>, r: Req, b: Result<bytes::Bytes, ApiError>) ->
         return Err(ApiError::internal("unexpected reply to a friend request"));
     };
     let friends = s.store.are_friends(&from, &to)?;
-    Ok(written(
-        StatusCode::CREATED,
-        json!({"from": from, "to": to, "note": note, "ts": ts, "friends": friends}),
-        cursor,
-    ))
+    Ok(written(StatusCode::CREATED, &FriendRequestSent { from, to, note, ts, friends, cursor }, cursor))
 }
 
 async fn requests(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     let me = s.reader(&r).await?;
     let (incoming, outgoing) = s.store.friend_requests(&me.user_id)?;
-    let incoming: Vec<_> =
-        incoming.into_iter().map(|(from, q)| json!({"from": from, "note": q.note, "ts": q.ts})).collect();
-    let outgoing: Vec<_> = outgoing.into_iter().map(|(to, q)| json!({"to": to, "note": q.note, "ts": q.ts})).collect();
-    Ok(json_reply(StatusCode::OK, &json!({"incoming": incoming, "outgoing": outgoing})))
+    let incoming = incoming.into_iter().map(|(from, q)| IncomingRequest { from, note: q.note, ts: q.ts }).collect();
+    let outgoing = outgoing.into_iter().map(|(to, q)| OutgoingRequest { to, note: q.note, ts: q.ts }).collect();
+    Ok(json_reply(StatusCode::OK, &FriendRequests { incoming, outgoing }))
 }
 
 async fn answer(s: Arc<AppState>, r: Req, from: String, accept: bool) -> Result<Response, ApiError> {
@@ -110,7 +107,7 @@ async fn answer(s: Arc<AppState>, r: Req, from: String, accept: bool) -> Result<
     let from = segment(&from)?;
     if accept {
         let (cursor, _) = s.submit(CommandKind::AcceptFriend { user_id: me.user_id, from: from.clone() }).await?;
-        Ok(written(StatusCode::OK, json!({ "user_id": from }), cursor))
+        Ok(written(StatusCode::OK, &FriendAccepted { user_id: from, cursor }, cursor))
     } else {
         let (cursor, _) = s.submit(CommandKind::RejectFriend { user_id: me.user_id, from }).await?;
         Ok(no_content(cursor))
@@ -119,9 +116,8 @@ async fn answer(s: Arc<AppState>, r: Req, from: String, accept: bool) -> Result<
 
 async fn friends(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     let me = s.reader(&r).await?;
-    let friends: Vec<_> =
-        s.store.friends(&me.user_id)?.into_iter().map(|(u, since)| json!({"user_id": u, "since": since})).collect();
-    Ok(json_reply(StatusCode::OK, &json!({ "friends": friends })))
+    let friends = s.store.friends(&me.user_id)?.into_iter().map(|(user_id, since)| Friend { user_id, since }).collect();
+    Ok(json_reply(StatusCode::OK, &FriendList { friends }))
 }
 
 async fn remove(s: Arc<AppState>, r: Req, other: String) -> Result<Response, ApiError> {
@@ -145,5 +141,5 @@ async fn set_block(s: Arc<AppState>, r: Req, target: String, on: bool) -> Result
 
 async fn list_blocks(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     let me = s.reader(&r).await?;
-    Ok(json_reply(StatusCode::OK, &json!({ "blocked": s.store.blocks(&me.user_id)? })))
+    Ok(json_reply(StatusCode::OK, &BlockList { blocked: s.store.blocks(&me.user_id)? }))
 }

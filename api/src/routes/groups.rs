@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use parley_storage::{CommandKind, Reply};
-use serde_json::json;
+use parley_wire::group::{Group, GroupList, GroupWritten};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -15,7 +15,6 @@ use crate::bodies::{
 };
 use crate::error::ApiError;
 use crate::http::{body, json as json_reply, no_content, parse, req, respond, segment, with, written, Req};
-use crate::render;
 use crate::state::AppState;
 
 type Body = Result<bytes::Bytes, ApiError>;
@@ -111,14 +110,17 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
 }
 
 /// The group as the contract's Group object.
-fn group_json(s: &AppState, group_id: u64) -> Result<serde_json::Value, ApiError> {
+fn group_json(s: &AppState, group_id: u64) -> Result<Group, ApiError> {
     let rec = s.store.group(group_id)?.ok_or_else(|| ApiError::not_found(format!("no group {group_id}")))?;
-    Ok(render::group(&s.store, group_id, &rec)?)
+    Ok(parley_wire::storage::group(&s.store, group_id, &rec)?)
 }
 
 fn group_reply(s: &AppState, status: StatusCode, cursor: u64, reply: Reply) -> Result<Response, ApiError> {
     match reply {
-        Reply::Group { group_id } => Ok(written(status, group_json(s, group_id)?, cursor)),
+        // The Group object, with the write's cursor beside its fields.
+        Reply::Group { group_id } => {
+            Ok(written(status, &GroupWritten { group: group_json(s, group_id)?, cursor }, cursor))
+        }
         _ => Err(ApiError::internal("unexpected reply to a group command")),
     }
 }
@@ -143,7 +145,7 @@ async fn mine(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     for g in s.store.groups_of(&me.user_id)? {
         groups.push(group_json(&s, g)?);
     }
-    Ok(json_reply(StatusCode::OK, &json!({ "groups": groups })))
+    Ok(json_reply(StatusCode::OK, &GroupList { groups }))
 }
 
 async fn get(s: Arc<AppState>, r: Req, g: String) -> Result<Response, ApiError> {
@@ -207,7 +209,7 @@ async fn leave(s: Arc<AppState>, r: Req, g: String) -> Result<Response, ApiError
 async fn role(s: Arc<AppState>, r: Req, g: String, u: String, b: Body) -> Result<Response, ApiError> {
     let me = s.user(&r).await?;
     let group_id = gid(&g)?;
-    let role = parse::<RoleBody>(b)?.role()?;
+    let role = parse::<RoleBody>(b)?.role()?.into();
     let (cursor, reply) =
         s.submit(CommandKind::SetRole { actor: me.user_id, group_id, user_id: segment(&u)?, role }).await?;
     group_reply(&s, StatusCode::OK, cursor, reply)

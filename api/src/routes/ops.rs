@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
+use parley_wire::journal::{DigestReport, JournalPage, VerifyReport};
+use parley_wire::ops::{ClusterMember, ClusterStatus, Status, Vote};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -11,14 +12,14 @@ use warp::{Filter, Reply};
 use crate::error::ApiError;
 use crate::http::{json as json_reply, req, respond, with, Req};
 use crate::metrics::Gauges;
-use crate::render;
 use crate::state::AppState;
 
 pub const JOURNAL_DEFAULT_LIMIT: u64 = 100;
 pub const JOURNAL_MAX_LIMIT: u64 = 1000;
 
 pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
-    let healthz = warp::path!("healthz").and(warp::get()).map(|| json_reply(StatusCode::OK, &json!({"status": "ok"})));
+    let healthz =
+        warp::path!("healthz").and(warp::get()).map(|| json_reply(StatusCode::OK, &Status { status: "ok".into() }));
     let readyz =
         warp::path!("readyz").and(warp::get()).and(with(s)).then(|s: Arc<AppState>| async move { readyz(&s).await });
     let metrics =
@@ -72,7 +73,7 @@ pub async fn is_ready(s: &AppState) -> bool {
 
 async fn readyz(s: &AppState) -> Response {
     if is_ready(s).await {
-        json_reply(StatusCode::OK, &json!({"status": "ready"}))
+        json_reply(StatusCode::OK, &Status { status: "ready".into() })
     } else {
         json_reply(StatusCode::SERVICE_UNAVAILABLE, &ApiError::unavailable("no leader known or not caught up").body())
     }
@@ -92,40 +93,35 @@ async fn metrics(s: &AppState) -> Response {
     resp
 }
 
-pub fn cluster_json(s: &AppState) -> serde_json::Value {
+pub fn cluster_json(s: &AppState) -> ClusterStatus {
     let m = s.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-    let members: Vec<_> = membership
+    let members = membership
         .nodes()
-        .map(|(id, node)| json!({"node_id": id, "addr": node.addr, "voter": voters.contains(id)}))
+        .map(|(id, node)| ClusterMember { node_id: *id, addr: node.addr.clone(), voter: voters.contains(id) })
         .collect();
     // On the leader: the last log index each member is known to hold.
-    let replication = m.replication.as_ref().map(|r| {
-        r.iter()
-            .map(|(id, matched)| (id.to_string(), json!(matched.map(|l| l.index))))
-            .collect::<serde_json::Map<_, _>>()
-    });
-    json!({
-        "node_id": m.id,
-        "leader_id": m.current_leader,
-        "term": m.current_term,
-        "last_applied": m.last_applied.map(|l| l.index).unwrap_or(0),
-        "cursor": s.store.applied_cursor(),
-        "state": format!("{:?}", m.state),
-        "members": members,
+    let replication = m
+        .replication
+        .as_ref()
+        .map(|r| r.iter().map(|(id, matched)| (id.to_string(), matched.map(|l| l.index))).collect());
+    ClusterStatus {
+        node_id: m.id,
+        leader_id: m.current_leader,
+        term: m.current_term,
+        last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+        cursor: s.store.applied_cursor(),
+        state: format!("{:?}", m.state),
+        members,
         // Beyond the contract, for operators and the cluster tests: the persisted vote, the
         // raft log's extent (purged prefix, last index) and the last snapshot.
-        "vote": {
-            "term": m.vote.leader_id.term,
-            "node_id": m.vote.leader_id.voted_for(),
-            "committed": m.vote.committed,
-        },
-        "last_log_index": m.last_log_index.unwrap_or(0),
-        "purged_index": m.purged.map(|l| l.index),
-        "snapshot_index": m.snapshot.map(|l| l.index),
-        "replication": replication,
-    })
+        vote: Vote { term: m.vote.leader_id.term, node_id: m.vote.leader_id.voted_for(), committed: m.vote.committed },
+        last_log_index: m.last_log_index.unwrap_or(0),
+        purged_index: m.purged.map(|l| l.index),
+        snapshot_index: m.snapshot.map(|l| l.index),
+        replication,
+    }
 }
 
 async fn cluster(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
@@ -142,8 +138,8 @@ async fn journal(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     s.read_gate(&r).await?;
     let from = r.u64_param("from")?.unwrap_or(1);
     let limit = r.u64_param("limit")?.unwrap_or(JOURNAL_DEFAULT_LIMIT).clamp(1, JOURNAL_MAX_LIMIT);
-    let entries: Vec<_> = s.store.journal(from, limit as usize)?.iter().map(render::journal_entry).collect();
-    Ok(json_reply(StatusCode::OK, &json!({ "entries": entries })))
+    let entries = s.store.journal(from, limit as usize)?.iter().map(parley_wire::storage::journal_entry).collect();
+    Ok(json_reply(StatusCode::OK, &JournalPage { entries }))
 }
 
 async fn verify(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
@@ -158,21 +154,31 @@ async fn verify(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     .await
     .map_err(|_| ApiError::internal("verify task failed"))?;
     let body = match result {
-        (Ok((last_cursor, head)), digest, cursor) => json!({
-            "ok": true,
-            "last_cursor": last_cursor,
-            "head_hash": hex::encode(head),
+        (Ok((last_cursor, head)), digest, cursor) => VerifyReport {
+            ok: true,
+            last_cursor: Some(last_cursor),
+            head_hash: Some(hex::encode(head)),
             // The digest is of the projections as they are now, which may be a little ahead of
             // `last_cursor` under concurrent writes; `digest_cursor` says where.
-            "digest": digest.ok().map(hex::encode),
-            "digest_cursor": cursor,
-        }),
+            digest: Some(digest.ok().map(hex::encode)),
+            digest_cursor: Some(cursor),
+            error: None,
+            bad_cursor: None,
+        },
         (Err(e), _, _) => {
             let bad = match &e {
                 parley_storage::StoreError::Journal(j) => j.cursor(),
                 _ => None,
             };
-            json!({"ok": false, "error": e.to_string(), "bad_cursor": bad})
+            VerifyReport {
+                ok: false,
+                last_cursor: None,
+                head_hash: None,
+                digest: None,
+                digest_cursor: None,
+                error: Some(e.to_string()),
+                bad_cursor: Some(bad),
+            }
         }
     };
     Ok(json_reply(StatusCode::OK, &body))
@@ -189,5 +195,5 @@ async fn digest(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     })
     .await
     .map_err(|_| ApiError::internal("digest task failed"))?;
-    Ok(json_reply(StatusCode::OK, &json!({"cursor": cursor, "digest": hex::encode(digest?)})))
+    Ok(json_reply(StatusCode::OK, &DigestReport { cursor, digest: hex::encode(digest?) }))
 }

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use parley_storage::CommandKind;
-use serde_json::json;
+use parley_wire::users::{SessionInfo, SessionList, SessionToken, UserProfile};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -74,7 +74,11 @@ async fn register(s: Arc<AppState>, b: Result<bytes::Bytes, ApiError>) -> Result
             password_hash,
         })
         .await?;
-    Ok(written(StatusCode::CREATED, json!({"user_id": b.user_id, "display_name": b.display_name}), cursor))
+    Ok(written(
+        StatusCode::CREATED,
+        &UserProfile { user_id: b.user_id, display_name: b.display_name, cursor: Some(cursor) },
+        cursor,
+    ))
 }
 
 async fn login(s: Arc<AppState>, ip: Option<IpAddr>, b: Result<bytes::Bytes, ApiError>) -> Result<Response, ApiError> {
@@ -116,7 +120,7 @@ pub(crate) async fn start_session(
     let token = s.auth.issue_at_cursor(user_id, &session_id, now, expires_at, Some(cursor))?;
     Ok(written(
         StatusCode::CREATED,
-        json!({"token": token, "session_id": session_id, "expires_at": expires_at, "user_id": user_id}),
+        &SessionToken { token, session_id, expires_at, user_id: user_id.to_owned(), cursor },
         cursor,
     ))
 }
@@ -133,12 +137,15 @@ async fn sessions(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
         .sessions_of(&me.user_id)?
         .into_iter()
         .filter(|(_, rec)| rec.expires_at > now)
-        .map(|(sid, rec)| {
-            json!({"session_id": sid, "device": rec.device, "created_at": rec.created_at,
-                   "expires_at": rec.expires_at, "current": sid == me.session_id})
+        .map(|(sid, rec)| SessionInfo {
+            current: sid == me.session_id,
+            session_id: sid,
+            device: rec.device,
+            created_at: rec.created_at,
+            expires_at: rec.expires_at,
         })
         .collect();
-    Ok(json_reply(StatusCode::OK, &json!({ "sessions": sessions })))
+    Ok(json_reply(StatusCode::OK, &SessionList { sessions }))
 }
 
 async fn revoke(s: Arc<AppState>, r: Req, sid: String) -> Result<Response, ApiError> {
@@ -152,12 +159,12 @@ async fn revoke(s: Arc<AppState>, r: Req, sid: String) -> Result<Response, ApiEr
 async fn me(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     let me = s.reader(&r).await?;
     let user = s.store.user(&me.user_id)?.ok_or_else(|| ApiError::unauthorized("user no longer exists"))?;
-    Ok(json_reply(StatusCode::OK, &json!({"user_id": me.user_id, "display_name": user.display_name})))
+    Ok(json_reply(StatusCode::OK, &UserProfile { user_id: me.user_id, display_name: user.display_name, cursor: None }))
 }
 
 async fn profile(s: Arc<AppState>, r: Req, uid: String) -> Result<Response, ApiError> {
     s.reader(&r).await?;
     let uid = segment(&uid)?;
     let user = s.store.user(&uid)?.ok_or_else(|| ApiError::not_found(format!("no user {uid}")))?;
-    Ok(json_reply(StatusCode::OK, &json!({"user_id": uid, "display_name": user.display_name})))
+    Ok(json_reply(StatusCode::OK, &UserProfile { user_id: uid, display_name: user.display_name, cursor: None }))
 }
