@@ -47,6 +47,7 @@ async fn serve(s: Settings) -> Result<(), String> {
             admin_ip_rate_limit: s.admin_rate_limit_per_ip,
             max_group_members: s.max_group_members,
             body_timeout: Duration::from_secs(s.body_timeout_secs),
+            cors: s.cors.clone(),
         },
         cache_bytes: s.cache_mb * 1024 * 1024,
         snapshot_logs_since_last: s.snapshot_every,

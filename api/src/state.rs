@@ -39,6 +39,8 @@ pub struct ApiConfig {
     pub register_ip_rate_limit: u32,
     /// Admin-endpoint requests per minute per source IP (0 = off).
     pub admin_ip_rate_limit: u32,
+    /// Browser origins allowed to call this node (`--cors-origin`; none: CORS off).
+    pub cors: crate::cors::Cors,
 }
 
 impl Default for ApiConfig {
@@ -57,6 +59,7 @@ impl Default for ApiConfig {
             login_ip_rate_limit: DEFAULT_LOGIN_IP_RATE_LIMIT,
             register_ip_rate_limit: DEFAULT_REGISTER_IP_RATE_LIMIT,
             admin_ip_rate_limit: DEFAULT_ADMIN_IP_RATE_LIMIT,
+            cors: crate::cors::Cors::default(),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use warp::filters::BoxedFilter;
 use warp::http::header::{CACHE_CONTROL, X_CONTENT_TYPE_OPTIONS};
-use warp::http::HeaderValue;
+use warp::http::{HeaderMap, HeaderValue};
 use warp::reply::Response;
 use warp::Filter;
 
@@ -38,7 +38,19 @@ pub fn all(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(admin::routes(s))
         .unify();
-    crate::ip_limits::gate(s).and(routes).recover(crate::error::recover).unify().map(hardened).boxed()
+    let api = crate::ip_limits::gate(s).and(routes).recover(crate::error::recover).unify();
+    // Preflights first: before the per-IP gates and any authentication (a browser sends no
+    // token on a preflight), and without reading a body.
+    let cors = Arc::new(s.cfg.cors.clone());
+    let answered = crate::cors::preflight(cors.clone()).or(api).unify().map(hardened);
+    if !cors.enabled() {
+        // No `--cors-origin`: answers exactly as without CORS support (no header copied).
+        return answered.boxed();
+    }
+    answered
+        .and(warp::header::headers_cloned())
+        .map(move |resp: Response, headers: HeaderMap| crate::cors::decorate(&cors, &headers, resp))
+        .boxed()
 }
 
 /// Headers on every answer, errors included. `nosniff`: a browser never reinterprets a JSON
