@@ -8,6 +8,7 @@ pub mod ops;
 pub mod raft;
 pub mod sync;
 pub mod users;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -37,6 +38,8 @@ pub fn all(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .or(raft::routes(s))
         .unify()
         .or(admin::routes(s))
+        .unify()
+        .or(web::routes())
         .unify();
     let api = crate::ip_limits::gate(s).and(routes).recover(crate::error::recover).unify();
     // Preflights first: before the per-IP gates and any authentication (a browser sends no
