@@ -1,7 +1,8 @@
 //! The built-in web client in a real browser: `tests/browser/chat.mjs` drives Debian's
 //! chromium (Playwright, `playwright-core` only: it downloads no browser) against a real
 //! 3-node cluster. User A's page talks to node 1, user B's to node 3: both register, befriend,
-//! chat both ways, watch unread counts move, reload and keep their history, make a group; then
+//! chat both ways (markup in a body stays text), watch unread counts move, reload and keep
+//! their history, make a group, add a member and page back through its history; then
 //! node 1 is killed and restarted on its port while A's page stays open, and every message
 //! written meanwhile and after shows up exactly once.
 //!

@@ -188,6 +188,11 @@ async function scenario(browser) {
   await send(b, 'hi A, here I am');
   await expectMessage(a, 'hi A, here I am');
   await expectUnread(a, dm, 0);
+  // Markup in a message is shown as text, never parsed.
+  const markup = '<img src=x onerror="window.pwned=1"> <b>not bold</b>';
+  await send(a, markup);
+  await expectMessage(b, markup);
+  await until(b, 'no element from a message body', () => !document.querySelector('.messages img, .messages b') && !window.pwned);
   await shot(a, 'conversation');
 
   log('both reload: the history is still there');
@@ -209,7 +214,44 @@ async function scenario(browser) {
   await send(a, 'welcome to the book club');
   await shot(a, 'groups');
   await b.page.getByTestId('tab-groups').click();
-  await b.page.locator('[data-testid=group-item]', { hasText: 'Book club' }).waitFor();
+  const groupOfB = b.page.locator('[data-testid=group-item]', { hasText: 'Book club' });
+  await groupOfB.waitFor();
+
+  log('A adds a third user to the group; B pages back through a longer history');
+  const cat = `cat_${salt}`;
+  await a.page.evaluate(async (id) => {
+    const r = await fetch('/v1/users', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ user_id: id, password: 'long enough' }),
+    });
+    if (r.status !== 201) throw new Error(`register ${id}: ${r.status}`);
+  }, cat);
+  await a.page.getByTestId('add-members').fill(cat);
+  await a.page.getByTestId('add-members-submit').click();
+  await a.page.locator(`[data-testid=member][data-user="${cat}"]`).waitFor();
+  const gcid = `g:${await groupOfB.getAttribute('data-gid')}`;
+  // 60 more messages over the API with A's own token: two pages of history (50 a page).
+  await a.page.evaluate(async ([cid, n]) => {
+    const { token } = JSON.parse(sessionStorage.getItem('parley.session'));
+    for (let i = 1; i <= n; i++) {
+      const r = await fetch(`/v1/conversations/${encodeURIComponent(cid)}/messages`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ client_msg_id: `bulk-${i}`, body: `bulk ${i}` }),
+      });
+      if (r.status !== 201) throw new Error(`send ${i}: ${r.status}`);
+    }
+  }, [gcid, 60]);
+  await expectMessage(a, 'bulk 60');
+  await groupOfB.getByTestId('open-group').click();
+  // The newest page: the group's first message (seq 1) and bulk 1..10 are older than it.
+  await expectMessage(b, 'bulk 11');
+  await expectMessage(b, 'bulk 60');
+  await expectMessage(b, 'bulk 10', 0);
+  await b.page.getByTestId('load-older').click();
+  await expectMessage(b, 'bulk 1');
+  await expectMessage(b, 'welcome to the book club');
+  await until(b, 'no older page left', () => document.querySelector('[data-testid=load-older]').hidden);
+  await until(b, '61 messages, each once', () => document.querySelectorAll('[data-testid=message]').length === 61);
 
   log("A's node stops while A's page stays open; B writes meanwhile");
   await openConversation(a, dm);
