@@ -106,7 +106,8 @@ export class LiveSocket {
   /**
    * @param {Api} api
    * @param {{since: () => number, onUpdates: (updates: object[]) => void,
-   *          onStatus: (status: string) => void, onRevoked: () => void}} handlers
+   *          onStatus: (status: string) => void, onRevoked: () => void,
+   *          onRefused: () => void}} handlers
    */
   constructor(api, handlers) {
     this.api = api;
@@ -135,7 +136,9 @@ export class LiveSocket {
     const ws = new WebSocket(`${scheme}//${base.host}/v1/ws?token=${enc(this.api.token)}`);
     this.ws = ws;
     this.h.onStatus('connecting');
+    let opened = false;
     ws.onopen = () => {
+      opened = true;
       ws.send(JSON.stringify({ type: 'sync', since: this.h.since() }));
       this.h.onStatus('live');
     };
@@ -152,6 +155,8 @@ export class LiveSocket {
         return;
       }
       if (this.stopped) return;
+      // A handshake refused (the browser does not say why): maybe the token expired.
+      if (!opened) this.h.onRefused();
       const wait = this.delay * (0.75 + Math.random() / 2);
       this.delay = Math.min(this.delay * 2, BACKOFF_MAX_MS);
       this.h.onStatus(`reconnecting in ${Math.round(wait / 100) / 10} s`);

@@ -12,6 +12,7 @@ let live = null;
 let pending = null;
 
 const $ = (id) => document.getElementById(id);
+const SESSION_ENDED = 'Your session ended; please log in again.';
 
 const handlers = {
   open: (cid) => openConversation(cid),
@@ -32,7 +33,7 @@ async function act(fn) {
     return out;
   } catch (e) {
     if (e instanceof ApiError && e.status === 401 && state) {
-      signOut('Your session ended; please log in again.');
+      signOut(SESSION_ENDED);
     } else {
       view.notify(e.message);
     }
@@ -59,8 +60,19 @@ async function signIn(userId, token) {
     onUpdates: (updates) => onUpdates(updates),
     onStatus: (s) => view.setStatus(s),
     onRevoked: () => signOut('This session was revoked.'),
+    onRefused: () => checkSession(),
   });
   live.start();
+}
+
+/** Signs out when the server no longer takes the token (expired, revoked); a node that is
+ *  down or restarting changes nothing: the socket keeps retrying. */
+async function checkSession() {
+  try {
+    await api.me();
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401 && state) signOut(SESSION_ENDED);
+  }
 }
 
 function signOut(message) {

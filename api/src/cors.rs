@@ -114,7 +114,7 @@ impl Cors {
     pub fn check_ws(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         match self.verdict(headers) {
             Verdict::Refused => {
-                tracing::info!(origin = ?headers.get(ORIGIN), "websocket from a disallowed origin refused");
+                tracing::debug!(origin = ?headers.get(ORIGIN), "websocket from a disallowed origin refused");
                 Err(forbidden_origin())
             }
             Verdict::NotCors | Verdict::Allowed(_) => Ok(()),
@@ -145,7 +145,7 @@ pub fn preflight(cors: Arc<Cors>) -> impl Filter<Extract = (Response,), Error = 
             Ok(match cors.verdict(&headers) {
                 Verdict::NotCors => return Err(warp::reject::not_found()),
                 Verdict::Refused => {
-                    tracing::info!(origin = ?headers.get(ORIGIN), "CORS preflight from a disallowed origin refused");
+                    tracing::debug!(origin = ?headers.get(ORIGIN), "CORS preflight from a disallowed origin refused");
                     forbidden_origin().into_response()
                 }
                 Verdict::Allowed(origin) => {

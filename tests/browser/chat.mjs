@@ -278,9 +278,14 @@ async function scenario(browser) {
   await send(b, 'last one');
   await expectMessage(a, 'last one');
 
-  log('A logs out');
+  log('A logs out, then logs in again through the form');
   await a.page.getByTestId('logout').click();
-  await a.page.getByTestId('login-submit').waitFor();
+  await a.page.getByTestId('login-user').fill(a.id);
+  await a.page.getByTestId('login-password').fill(`pw ${a.id} long enough`);
+  await a.page.getByTestId('login-submit').click();
+  await expectLive(a);
+  await openConversation(a, dm);
+  await expectMessage(a, 'last one');
 }
 
 try {
