@@ -111,6 +111,11 @@ pub struct ServeArgs {
     /// against.
     #[arg(long, env = "PARLEY_PEER_TLS_CA")]
     pub peer_tls_ca: Option<PathBuf>,
+    /// A browser origin (`https://app.example`) allowed to call this node (CORS) and open its
+    /// WebSocket; repeatable (the environment variable takes a comma-separated list); `*` allows
+    /// any [default: none, no CORS headers].
+    #[arg(long, env = "PARLEY_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
 }
 
 /// The same settings as read from a TOML file.
@@ -145,6 +150,7 @@ struct FileConfig {
     peer_tls_cert: Option<PathBuf>,
     peer_tls_key: Option<PathBuf>,
     peer_tls_ca: Option<PathBuf>,
+    cors_origin: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +198,7 @@ pub struct Settings {
     pub max_conns_per_ip: usize,
     pub join: bool,
     pub peer_tls: Option<parley_api::tls::PeerTls>,
+    pub cors: parley_api::cors::Cors,
 }
 
 impl ServeArgs {
@@ -239,6 +246,11 @@ impl ServeArgs {
         if ws_queue == 0 {
             return Err(ConfigError::Other("--ws-queue must be at least 1".into()));
         }
+        // Flags (or the environment) replace the file's list rather than add to it, as for
+        // every other setting.
+        let cors_origin =
+            if self.cors_origin.is_empty() { file.cors_origin.unwrap_or_default() } else { self.cors_origin };
+        let cors = parley_api::cors::Cors::new(&cors_origin).map_err(|e| ConfigError::Other(e.to_string()))?;
         Ok(Settings {
             data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("parley-data")),
             http,
@@ -279,6 +291,7 @@ impl ServeArgs {
             max_conns_per_ip: self.max_conns_per_ip.or(file.max_conns_per_ip).unwrap_or(512),
             join,
             peer_tls,
+            cors,
         })
     }
 }
@@ -345,6 +358,18 @@ mod tests {
         assert!(matches!(args.resolve(), Err(ConfigError::SecretRequired)));
         let args = ServeArgs { peers: Some("2=b:2".into()), cluster_secret: Some("s".into()), ..Default::default() };
         assert!(matches!(args.resolve(), Err(ConfigError::NodeNotInPeers(1))));
+    }
+
+    #[test]
+    fn cors_origins_come_from_flags_else_the_file_and_are_checked() {
+        assert!(!ServeArgs::default().resolve().unwrap().cors.enabled());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "cors_origin = [\"https://app.example\"]\n").unwrap();
+        let s = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().unwrap();
+        assert!(s.cors.enabled());
+        let bad = ServeArgs { config: Some(path), cors_origin: vec!["not an origin".into()], ..Default::default() };
+        assert!(matches!(bad.resolve(), Err(ConfigError::Other(m)) if m.contains("--cors-origin")));
     }
 
     #[test]

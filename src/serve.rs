@@ -48,6 +48,7 @@ async fn serve(s: Settings) -> Result<(), String> {
             registration: s.registration,
             max_group_members: s.max_group_members,
             body_timeout: Duration::from_secs(s.body_timeout_secs),
+            cors: s.cors.clone(),
         },
         cache_bytes: s.cache_mb * 1024 * 1024,
         snapshot_logs_since_last: s.snapshot_every,

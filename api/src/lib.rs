@@ -17,6 +17,7 @@
 //! - [`tls`]: TLS between nodes: the listener's acceptor and the client that dials peers.
 //! - [`limits`]: per-user send and failed-login (per user id and source) rate limits.
 //! - [`ip_limits`]: per-source-IP limits on logins, registrations and admin requests.
+//! - [`cors`]: `--cors-origin`: preflights, CORS headers on answers, the WebSocket's origin check.
 //! - [`bodies`]: the write routes' JSON bodies, decoded and checked before any state is read.
 //! - [`http`]: request context, bodies, JSON parsing, responses with `Parley-Cursor`.
 //! - [`error`]: the API error type and its mapping to status and code.
@@ -24,6 +25,7 @@
 //! - [`metrics`]: Prometheus text.
 pub mod auth;
 pub mod bodies;
+pub mod cors;
 pub mod data_dir;
 pub mod error;
 pub mod fail_stop;

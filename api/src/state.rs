@@ -39,6 +39,8 @@ pub struct ApiConfig {
     pub register_ip_rate_limit: u32,
     /// Admin-endpoint requests per minute per source IP (0 = off).
     pub admin_ip_rate_limit: u32,
+    /// Browser origins allowed to call this node (`--cors-origin`; none: CORS off).
+    pub cors: crate::cors::Cors,
     /// Whether `POST /v1/users` is open to anyone (`--registration`).
     pub registration: Registration,
 }
@@ -82,6 +84,7 @@ impl Default for ApiConfig {
             register_ip_rate_limit: DEFAULT_REGISTER_IP_RATE_LIMIT,
             admin_ip_rate_limit: DEFAULT_ADMIN_IP_RATE_LIMIT,
             registration: Registration::Open,
+            cors: crate::cors::Cors::default(),
         }
     }
 }

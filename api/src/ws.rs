@@ -120,6 +120,11 @@ fn handshake(headers: &HeaderMap, on_upgrade: Option<OnUpgrade>) -> Result<(Head
 }
 
 async fn upgrade(s: Arc<AppState>, r: Req, on_upgrade: Option<OnUpgrade>, slot: Option<ConnSlot>) -> Response {
+    // Browsers let any page open a WebSocket anywhere (no CORS): with `--cors-origin` set, a
+    // page of another origin is refused here, before the token is even looked at.
+    if let Err(e) = s.cfg.cors.check_ws(&r.headers) {
+        return e.into_response();
+    }
     let (key, on_upgrade) = match handshake(&r.headers, on_upgrade) {
         Ok(k) => k,
         Err(e) => return e.into_response(),

@@ -9,12 +9,13 @@ pub mod ops;
 pub mod raft;
 pub mod sync;
 pub mod users;
+pub mod web;
 
 use std::sync::Arc;
 
 use warp::filters::BoxedFilter;
 use warp::http::header::{CACHE_CONTROL, X_CONTENT_TYPE_OPTIONS};
-use warp::http::HeaderValue;
+use warp::http::{HeaderMap, HeaderValue};
 use warp::reply::Response;
 use warp::Filter;
 
@@ -40,8 +41,22 @@ pub fn all(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .or(admin::routes(s))
         .unify()
         .or(admin_users::routes(s))
+        .unify()
+        .or(web::routes())
         .unify();
-    crate::ip_limits::gate(s).and(routes).recover(crate::error::recover).unify().map(hardened).boxed()
+    let api = crate::ip_limits::gate(s).and(routes).recover(crate::error::recover).unify();
+    // Preflights first: before the per-IP gates and any authentication (a browser sends no
+    // token on a preflight), and without reading a body.
+    let cors = Arc::new(s.cfg.cors.clone());
+    let answered = crate::cors::preflight(cors.clone()).or(api).unify().map(hardened);
+    if !cors.enabled() {
+        // No `--cors-origin`: answers exactly as without CORS support (no header copied).
+        return answered.boxed();
+    }
+    answered
+        .and(warp::header::headers_cloned())
+        .map(move |resp: Response, headers: HeaderMap| crate::cors::decorate(&cors, &headers, resp))
+        .boxed()
 }
 
 /// Headers on every answer, errors included. `nosniff`: a browser never reinterprets a JSON
