@@ -6,10 +6,10 @@
 // `@@start-a` and waits for the line `stopped` / `started` on stdin.
 // Every wait is bounded, so a failure fails fast; any page error fails the run.
 
-import { chromium } from 'playwright-core';
 import { createInterface } from 'node:readline';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { launchBrowser, log, must, run } from './launch.mjs';
 
 const NODE_A = must('PARLEY_NODE_A');
 const NODE_B = must('PARLEY_NODE_B');
@@ -19,13 +19,6 @@ const T = 15_000;
 /** Bound on the Rust side stopping or restarting a node. */
 const RESTART_T = 90_000;
 
-function must(name) {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-}
-
-const log = (...a) => console.log(new Date().toISOString().slice(11, 23), ...a);
 
 // The harness's answers on stdin, one line each.
 const lines = [];
@@ -131,13 +124,7 @@ async function shot(u, name) {
 
 async function main() {
   mkdirSync(SHOTS, { recursive: true });
-  const browser = await chromium.launch({
-    executablePath: process.env.PARLEY_CHROMIUM || '/usr/bin/chromium',
-    // Playwright's launch() gives the browser a fresh temporary user-data-dir of its own.
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    timeout: 30_000,
-  });
+  const browser = await launchBrowser();
   try {
     await scenario(browser);
   } finally {
@@ -288,11 +275,4 @@ async function scenario(browser) {
   await expectMessage(a, 'last one');
 }
 
-try {
-  await main();
-  log('browser scenario passed');
-  process.exit(0);
-} catch (e) {
-  console.error(`browser scenario FAILED: ${e.stack || e}`);
-  process.exit(1);
-}
+await run('browser scenario', main);
