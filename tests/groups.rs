@@ -7,311 +7,27 @@
 //! Every test starts its own server (fresh data dir, port 0) and kills it on drop; every wait
 //! is bounded.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
 
+use std::time::{Duration, Instant};
+
+use common::groups::GroupApi;
+use common::{cursors, now_ms, TestServer, User};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-#[path = "support/flags.rs"]
-mod flags;
-
-// ---------------------------------------------------------------------------------------------
-// Harness: a server process, an HTTP client, WebSocket helpers
-// ---------------------------------------------------------------------------------------------
-
-const STARTUP: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(10);
-const PASSWORD: &str = "correct horse battery";
 
-/// A `parley serve` child on a fresh data dir; SIGKILLed on drop (and when this process dies).
-struct Server {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
+/// A server of the test's own (fresh data dir, port 0), without the per-user rate limit.
+fn start(extra: &[&str]) -> TestServer {
+    TestServer::start_with(&[&["--rate-limit-per-user", "0"][..], extra].concat())
 }
 
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        use std::os::unix::process::CommandExt;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_parley"));
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--http", "127.0.0.1:0", "--admin-token", "T", "--rate-limit-per-user", "0"])
-            .args(flags::IP_LIMITS_OFF)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child when the
-        // spawning thread dies, so a crashed test run leaves no server behind.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("spawn parley");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line.trim().strip_prefix("listening on http://") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.to_owned());
-                    }
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(STARTUP) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
-                panic!("server did not print its address; log:\n{log}");
-            }
-        };
-        Server { child, addr, _dir: dir }
-    }
-
-    fn api(&self) -> Api {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("reqwest client");
-        Api { base: format!("http://{}", self.addr), http }
-    }
-
-    fn ws_url(&self, token: &str) -> String {
-        format!("ws://{}/v1/ws?token={token}", self.addr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// An HTTP answer: status, JSON body (Null when empty) and the `Parley-Cursor` header.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    body: Value,
-    cursor: Option<u64>,
-    what: String,
-}
-
-impl Resp {
-    /// Asserts the status and returns the body.
-    #[track_caller]
-    fn ok(&self, status: u16) -> &Value {
-        assert_eq!(self.status, status, "{}: {}", self.what, self.body);
-        &self.body
-    }
-
-    /// Asserts a successful write: the status and its cursor (header equal to body, if any).
-    #[track_caller]
-    fn write(&self, status: u16) -> u64 {
-        self.ok(status);
-        let c = self.cursor.unwrap_or_else(|| panic!("{}: no Parley-Cursor header", self.what));
-        if let Some(b) = self.body.get("cursor") {
-            assert_eq!(b.as_u64(), Some(c), "{}: body cursor differs from the header", self.what);
-        }
-        c
-    }
-
-    /// Asserts the contract's error envelope.
-    #[track_caller]
-    fn err(&self, status: u16, code: &str) {
-        assert_eq!(
-            (self.status, self.body["error"]["code"].as_str()),
-            (status, Some(code)),
-            "{}: {}",
-            self.what,
-            self.body
-        );
-        assert!(self.body["error"]["message"].is_string(), "{}: error without message", self.what);
-    }
-}
-
-#[derive(Clone)]
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-/// A logged-in user.
-#[derive(Clone, Debug)]
-struct User {
-    id: String,
-    token: String,
-}
-
-impl Api {
-    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self.http.request(m, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let what = format!("{method} {path}");
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
-        let status = resp.status().as_u16();
-        let cursor = resp.headers().get("parley-cursor").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        let bytes = resp.bytes().await.unwrap_or_else(|e| panic!("{what}: {e}"));
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{what}: body is not JSON ({e})"))
-        };
-        Resp { status, body, cursor, what }
-    }
-
-    async fn get(&self, path: &str, u: &User) -> Resp {
-        self.call("GET", path, Some(&u.token), None).await
-    }
-
-    async fn post(&self, path: &str, u: &User, body: Value) -> Resp {
-        self.call("POST", path, Some(&u.token), Some(body)).await
-    }
-
-    async fn user(&self, id: &str) -> User {
-        self.call("POST", "/v1/users", None, Some(json!({"user_id": id, "password": PASSWORD}))).await.ok(201);
-        let s = self.call("POST", "/v1/sessions", None, Some(json!({"user_id": id, "password": PASSWORD}))).await;
-        let token = s.ok(201)["token"].as_str().expect("token").to_owned();
-        User { id: id.to_owned(), token }
-    }
-
-    async fn users(&self, ids: &[&str]) -> Vec<User> {
-        let mut out = Vec::new();
-        for id in ids {
-            out.push(self.user(id).await);
-        }
-        out
-    }
-
-    async fn create(&self, owner: &User, name: &str, members: &[&User]) -> Resp {
-        let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
-        self.post("/v1/groups", owner, json!({"name": name, "members": ids})).await
-    }
-
-    /// Creates a group and returns its id.
-    async fn group(&self, owner: &User, members: &[&User]) -> String {
-        let r = self.create(owner, "crew", members).await;
-        r.write(201);
-        r.body["group_id"].as_str().expect("group_id is a string").to_owned()
-    }
-
-    async fn add(&self, actor: &User, gid: &str, users: &[&str]) -> Resp {
-        self.post(&format!("/v1/groups/{gid}/members"), actor, json!({ "user_ids": users })).await
-    }
-
-    async fn kick(&self, actor: &User, gid: &str, user: &str) -> Resp {
-        self.call("DELETE", &format!("/v1/groups/{gid}/members/{user}"), Some(&actor.token), None).await
-    }
-
-    async fn leave(&self, actor: &User, gid: &str) -> Resp {
-        self.call("POST", &format!("/v1/groups/{gid}/leave"), Some(&actor.token), None).await
-    }
-
-    async fn role(&self, actor: &User, gid: &str, user: &str, role: &str) -> Resp {
-        self.call(
-            "PUT",
-            &format!("/v1/groups/{gid}/members/{user}/role"),
-            Some(&actor.token),
-            Some(json!({ "role": role })),
-        )
-        .await
-    }
-
-    async fn mute(&self, actor: &User, gid: &str, user: &str, until_ms: u64) -> Resp {
-        let path = format!("/v1/groups/{gid}/members/{user}/mute");
-        self.call("PUT", &path, Some(&actor.token), Some(json!({ "until_ms": until_ms }))).await
-    }
-
-    async fn patch(&self, actor: &User, gid: &str, body: Value) -> Resp {
-        self.call("PATCH", &format!("/v1/groups/{gid}"), Some(&actor.token), Some(body)).await
-    }
-
-    async fn transfer(&self, actor: &User, gid: &str, to: &str) -> Resp {
-        self.post(&format!("/v1/groups/{gid}/transfer"), actor, json!({ "to": to })).await
-    }
-
-    async fn dismiss(&self, actor: &User, gid: &str) -> Resp {
-        self.call("DELETE", &format!("/v1/groups/{gid}"), Some(&actor.token), None).await
-    }
-
-    async fn send(&self, from: &User, gid: &str, body: &str) -> Resp {
-        let cmid = format!("{}-{}-{}", from.id, body.len(), unique());
-        let path = format!("/v1/conversations/g:{gid}/messages");
-        self.post(&path, from, json!({"client_msg_id": cmid, "body": body})).await
-    }
-
-    /// Sends and returns `(seq, cursor)`.
-    async fn sent(&self, from: &User, gid: &str, body: &str) -> (u64, u64) {
-        let r = self.send(from, gid, body).await;
-        let cursor = r.write(201);
-        (r.body["message"]["seq"].as_u64().expect("seq"), cursor)
-    }
-
-    async fn read(&self, u: &User, gid: &str, seq: u64) -> Resp {
-        self.post(&format!("/v1/conversations/g:{gid}/read"), u, json!({ "seq": seq })).await
-    }
-
-    async fn history(&self, u: &User, gid: &str, query: &str) -> Resp {
-        self.get(&format!("/v1/conversations/g:{gid}/messages{query}"), u).await
-    }
-
-    async fn conversation(&self, u: &User, gid: &str) -> Option<Value> {
-        let r = self.get("/v1/conversations", u).await;
-        let list = r.ok(200)["conversations"].as_array().expect("conversations").clone();
-        list.into_iter().find(|c| c["conversation_id"] == json!(format!("g:{gid}")))
-    }
-
-    /// Every update after `since`, paging with `limit`; checks ascending, unique cursors.
-    async fn sync_all(&self, u: &User, since: u64, limit: u64) -> (Vec<Value>, u64) {
-        let mut out: Vec<Value> = Vec::new();
-        let mut since = since;
-        for _ in 0..10_000 {
-            let r = self.get(&format!("/v1/sync?since={since}&limit={limit}"), u).await;
-            let b = r.ok(200);
-            let page = b["updates"].as_array().expect("updates").clone();
-            assert!(page.len() as u64 <= limit, "a page holds at most limit updates");
-            out.extend(page);
-            since = b["cursor"].as_u64().expect("cursor");
-            if b["more"] == json!(false) {
-                let cs = cursors(&out);
-                assert!(cs.windows(2).all(|w| w[0] < w[1]), "sync cursors must ascend without repeats: {cs:?}");
-                return (out, since);
-            }
-        }
-        panic!("sync never finished");
-    }
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis() as u64
-}
-
-fn cursors(updates: &[Value]) -> Vec<u64> {
-    updates.iter().map(|u| u["cursor"].as_u64().expect("update cursor")).collect()
+fn ws_url(server: &TestServer, token: &str) -> String {
+    format!("{}?token={token}", server.ws_url())
 }
 
 fn types(updates: &[Value]) -> Vec<String> {
@@ -362,8 +78,8 @@ async fn ws_next<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>,
 }
 
 /// Opens a socket for `u` and syncs from `since`, consuming the catch-up frames.
-async fn ws_open(server: &Server, u: &User, since: u64) -> WebSocketStream<impl AsyncRead + AsyncWrite + Unpin> {
-    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(server.ws_url(&u.token)))
+async fn ws_open(server: &TestServer, u: &User, since: u64) -> WebSocketStream<impl AsyncRead + AsyncWrite + Unpin> {
+    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(ws_url(server, &u.token)))
         .await
         .expect("ws connect in time")
         .expect("ws connect");
@@ -405,13 +121,13 @@ async fn ws_until<S: AsyncRead + AsyncWrite + Unpin>(
 
 #[tokio::test]
 async fn create_get_list_and_name_rules() {
-    let server = Server::start(&[]);
-    let api = server.api();
+    let server = start(&[]);
+    let api = GroupApi::new(&server);
     let [own, bob, out] = <[User; 3]>::try_from(api.users(&["own", "bob", "out"]).await).unwrap();
 
     let r = api.create(&own, "Crew ✓", &[&bob, &own, &bob]).await;
     r.write(201);
-    let g = r.body.clone();
+    let g = r.json.clone();
     assert_eq!(g["group_id"], json!("1"), "group ids are decimal strings");
     assert_eq!(g["conversation_id"], json!("g:1"));
     assert_eq!(g["name"], json!("Crew ✓"));
@@ -447,13 +163,25 @@ async fn create_get_list_and_name_rules() {
     let long = "é".repeat(128);
     let r = api.create(&own, &long, &[]).await;
     r.write(201);
-    assert_eq!(r.body["name"], json!(long));
-    assert_eq!(r.body["group_id"], json!("2"));
+    assert_eq!(r.json["name"], json!(long));
+    assert_eq!(r.json["group_id"], json!("2"));
 
     // Unknown users: not_found, and nobody is added (no group was created either).
-    api.create(&own, "ghosts", &[&bob, &User { id: "nobody_here".into(), token: String::new() }])
-        .await
-        .err(404, "not_found");
+    api.create(
+        &own,
+        "ghosts",
+        &[
+            &bob,
+            &User {
+                id: "nobody_here".into(),
+                password: String::new(),
+                token: String::new(),
+                session_id: String::new(),
+            },
+        ],
+    )
+    .await
+    .err(404, "not_found");
     assert_eq!(api.get("/v1/groups", &bob).await.ok(200)["groups"].as_array().unwrap().len(), 1);
     api.add(&own, "1", &["out", "nobody_here"]).await.err(404, "not_found");
     assert_eq!(roster(api.get("/v1/groups/1", &own).await.ok(200)).len(), 2, "nobody was added");
@@ -462,7 +190,7 @@ async fn create_get_list_and_name_rules() {
     // Rename: name and mute_all, seen in the group and in sync.
     let r = api.patch(&own, "1", json!({"name": "renamed"})).await;
     let c = r.write(200);
-    assert_eq!((r.body["name"].as_str(), r.body["mute_all"].as_bool()), (Some("renamed"), Some(false)));
+    assert_eq!((r.json["name"].as_str(), r.json["mute_all"].as_bool()), (Some("renamed"), Some(false)));
     let (ups, _) = api.sync_all(&bob, c - 1, 100).await;
     assert_eq!(ups.len(), 1);
     assert_eq!(ups[0]["type"], json!("group_updated"));
@@ -490,8 +218,8 @@ async fn create_get_list_and_name_rules() {
 
 #[tokio::test]
 async fn permission_rules_both_ways() {
-    let server = Server::start(&[]);
-    let api = server.api();
+    let server = start(&[]);
+    let api = GroupApi::new(&server);
     let us = api.users(&["own", "adm", "adm2", "mem", "mem2", "mem3", "out"]).await;
     let [own, adm, adm2, mem, mem2, mem3, out] = <[User; 7]>::try_from(us).unwrap();
     let g = api.group(&own, &[&adm, &adm2, &mem, &mem2]).await;
@@ -501,7 +229,7 @@ async fn permission_rules_both_ways() {
     api.role(&out, &g, "adm", "admin").await.err(403, "not_member");
     let r = api.role(&own, &g, "adm", "admin").await;
     r.write(200);
-    assert!(roster(&r.body).contains(&member("adm", "admin", 0)));
+    assert!(roster(&r.json).contains(&member("adm", "admin", 0)));
     api.role(&own, &g, "adm2", "admin").await.write(200);
     api.role(&adm, &g, "mem", "admin").await.err(403, "forbidden");
     api.role(&own, &g, "own", "member").await.err(400, "invalid_request");
@@ -515,7 +243,7 @@ async fn permission_rules_both_ways() {
     api.add(&out, &g, &["mem3"]).await.err(403, "not_member");
     let r = api.add(&adm, &g, &["mem3"]).await;
     r.write(200);
-    assert!(roster(&r.body).contains(&member("mem3", "member", 0)));
+    assert!(roster(&r.json).contains(&member("mem3", "member", 0)));
 
     // Renaming and mute_all: owner and admins.
     api.patch(&mem, &g, json!({"name": "x"})).await.err(403, "not_admin");
@@ -585,8 +313,8 @@ async fn permission_rules_both_ways() {
 
 #[tokio::test]
 async fn new_members_see_history_from_joined_seq_and_start_with_nothing_unread() {
-    let server = Server::start(&[]);
-    let api = server.api();
+    let server = start(&[]);
+    let api = GroupApi::new(&server);
     let [own, mem, late] = <[User; 3]>::try_from(api.users(&["own", "mem", "late"]).await).unwrap();
     let g = api.group(&own, &[&mem]).await;
     for i in 1..=3 {
@@ -594,12 +322,12 @@ async fn new_members_see_history_from_joined_seq_and_start_with_nothing_unread()
     }
     let r = api.add(&own, &g, &["late"]).await;
     r.write(200);
-    assert!(roster(&r.body).contains(&member("late", "member", 3)), "joined_seq is max_seq at join");
+    assert!(roster(&r.json).contains(&member("late", "member", 3)), "joined_seq is max_seq at join");
 
     // Nothing before joining is visible, and nothing is unread.
     let h = api.history(&late, &g, "").await;
     assert_eq!(h.ok(200)["messages"], json!([]));
-    assert_eq!(h.body["max_seq"], json!(3));
+    assert_eq!(h.json["max_seq"], json!(3));
     for q in ["?after_seq=0", "?before_seq=4", "?after_seq=1&limit=500"] {
         assert_eq!(api.history(&late, &g, q).await.ok(200)["messages"], json!([]), "{q}");
     }
@@ -625,9 +353,9 @@ async fn new_members_see_history_from_joined_seq_and_start_with_nothing_unread()
     // Reads: clamp above max_seq, never go down.
     let r = api.read(&late, &g, 99).await;
     r.write(200);
-    assert_eq!((r.body["read_seq"].as_u64(), r.body["unread"].as_u64()), (Some(4), Some(0)));
+    assert_eq!((r.json["read_seq"].as_u64(), r.json["unread"].as_u64()), (Some(4), Some(0)));
     let r = api.read(&late, &g, 1).await;
-    assert_eq!((r.ok(200)["read_seq"].as_u64(), r.body["unread"].as_u64()), (Some(4), Some(0)));
+    assert_eq!((r.ok(200)["read_seq"].as_u64(), r.json["unread"].as_u64()), (Some(4), Some(0)));
     api.read(&own, &g, 2).await.write(200);
     assert_eq!(api.conversation(&own, &g).await.unwrap()["unread"], json!(1));
 
@@ -644,7 +372,7 @@ async fn new_members_see_history_from_joined_seq_and_start_with_nothing_unread()
     revoke(&late, 3).await.err(404, "not_found");
     let r = revoke(&late, 4).await;
     r.write(200);
-    assert_eq!((r.body["message"]["revoked"].as_bool(), r.body["message"]["body"].as_str()), (Some(true), Some("")));
+    assert_eq!((r.json["message"]["revoked"].as_bool(), r.json["message"]["body"].as_str()), (Some(true), Some("")));
     let r = revoke(&own, 1).await;
     assert_eq!(r.ok(200)["message"]["seq"], json!(1));
     api.role(&own, &g, "late", "member").await.write(200);
@@ -664,8 +392,8 @@ async fn new_members_see_history_from_joined_seq_and_start_with_nothing_unread()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kick_committed_before_a_send_makes_the_send_fail() {
-    let server = Server::start(&[]);
-    let api = server.api();
+    let server = start(&[]);
+    let api = GroupApi::new(&server);
     let [own, vic] = <[User; 2]>::try_from(api.users(&["own", "vic"]).await).unwrap();
     let g = api.group(&own, &[&vic]).await;
 
@@ -710,8 +438,8 @@ async fn a_kick_committed_before_a_send_makes_the_send_fail() {
 
 #[tokio::test]
 async fn mute_unmute_and_mute_all() {
-    let server = Server::start(&[]);
-    let api = server.api();
+    let server = start(&[]);
+    let api = GroupApi::new(&server);
     let [own, adm, mem] = <[User; 3]>::try_from(api.users(&["own", "adm", "mem"]).await).unwrap();
     let g = api.group(&own, &[&adm, &mem]).await;
     api.role(&own, &g, "adm", "admin").await.write(200);
@@ -734,7 +462,7 @@ async fn mute_unmute_and_mute_all() {
     // mute_all silences everyone but the owner and admins.
     let r = api.patch(&adm, &g, json!({"mute_all": true})).await;
     let c = r.write(200);
-    assert_eq!(r.body["mute_all"], json!(true));
+    assert_eq!(r.json["mute_all"], json!(true));
     api.send(&mem, &g, "quiet").await.err(403, "muted");
     api.sent(&adm, &g, "admins talk").await;
     api.sent(&own, &g, "owners talk").await;
@@ -750,14 +478,14 @@ async fn mute_unmute_and_mute_all() {
 
 #[tokio::test]
 async fn transfer_then_leave() {
-    let server = Server::start(&[]);
-    let api = server.api();
+    let server = start(&[]);
+    let api = GroupApi::new(&server);
     let [own, mem] = <[User; 2]>::try_from(api.users(&["own", "mem"]).await).unwrap();
     let g = api.group(&own, &[&mem]).await;
     let r = api.transfer(&own, &g, "mem").await;
     let c = r.write(200);
-    assert_eq!(r.body["owner"], json!("mem"));
-    assert_eq!(roster(&r.body), vec![member("mem", "owner", 0), member("own", "admin", 0)]);
+    assert_eq!(r.json["owner"], json!("mem"));
+    assert_eq!(roster(&r.json), vec![member("mem", "owner", 0), member("own", "admin", 0)]);
     for u in [&own, &mem] {
         let (ups, _) = api.sync_all(u, c - 1, 100).await;
         assert_eq!(types(&ups), ["owner_transferred"]);
@@ -779,8 +507,8 @@ async fn transfer_then_leave() {
 
 #[tokio::test]
 async fn dismiss_then_send() {
-    let server = Server::start(&[]);
-    let api = server.api();
+    let server = start(&[]);
+    let api = GroupApi::new(&server);
     let [own, adm, mem] = <[User; 3]>::try_from(api.users(&["own", "adm", "mem"]).await).unwrap();
     let g = api.group(&own, &[&adm, &mem]).await;
     api.role(&own, &g, "adm", "admin").await.write(200);
@@ -811,12 +539,12 @@ async fn dismiss_then_send() {
 
 #[tokio::test]
 async fn sync_covers_exactly_the_time_each_user_was_a_member() {
-    let server = Server::start(&[]);
-    let api = server.api();
+    let server = start(&[]);
+    let api = GroupApi::new(&server);
     let [own, mem, kik, late] = <[User; 4]>::try_from(api.users(&["own", "mem", "kik", "late"]).await).unwrap();
     let r = api.create(&own, "crew", &[&mem, &kik]).await;
     let c_create = r.write(201);
-    let g = r.body["group_id"].as_str().unwrap().to_owned();
+    let g = r.json["group_id"].as_str().unwrap().to_owned();
     let (_, c1) = api.sent(&own, &g, "m1").await;
     let (_, c2) = api.sent(&kik, &g, "m2").await;
     let c_add = api.add(&own, &g, &["late"]).await.write(200);
@@ -896,13 +624,13 @@ async fn sync_covers_exactly_the_time_each_user_was_a_member() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_websocket_delivery_to_several_members() {
-    let server = Server::start(&[]);
-    let api = server.api();
+    let server = start(&[]);
+    let api = GroupApi::new(&server);
     let us = api.users(&["own", "mem1", "mem2", "mem3", "out"]).await;
     let [own, m1, m2, m3, out] = <[User; 5]>::try_from(us).unwrap();
     let r = api.create(&own, "live", &[&m1, &m2, &m3]).await;
     let head = r.write(201);
-    let g = r.body["group_id"].as_str().unwrap().to_owned();
+    let g = r.json["group_id"].as_str().unwrap().to_owned();
 
     let mut w1 = ws_open(&server, &m1, head).await;
     let mut w2 = ws_open(&server, &m2, head).await;
@@ -982,24 +710,25 @@ async fn live_websocket_delivery_to_several_members() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_socket_does_not_delay_the_others_and_is_closed_with_1013() {
-    let server = Server::start(&["--ws-queue", "4"]);
-    let api = server.api();
+    let server = start(&["--ws-queue", "4"]);
+    let api = GroupApi::new(&server);
     let us = api.users(&["own", "rd1", "rd2", "rd3", "slow"]).await;
     let [own, r1, r2, r3, slow] = <[User; 5]>::try_from(us).unwrap();
     let r = api.create(&own, "fanout", &[&r1, &r2, &r3, &slow]).await;
     let head = r.write(201);
-    let g = r.body["group_id"].as_str().unwrap().to_owned();
+    let g = r.json["group_id"].as_str().unwrap().to_owned();
     let mut readers =
         [ws_open(&server, &r1, head).await, ws_open(&server, &r2, head).await, ws_open(&server, &r3, head).await];
 
     // The slow member: a tiny receive buffer, subscribes, then stops reading.
     let sock = tokio::net::TcpSocket::new_v4().expect("socket");
     sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    let tcp = sock.connect(server.addr.parse().expect("addr")).await.expect("connect");
-    let (mut slow_ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(server.ws_url(&slow.token), tcp))
-        .await
-        .expect("ws handshake in time")
-        .expect("ws handshake");
+    let tcp = sock.connect(server.addr).await.expect("connect");
+    let (mut slow_ws, _) =
+        tokio::time::timeout(WAIT, tokio_tungstenite::client_async(ws_url(&server, &slow.token), tcp))
+            .await
+            .expect("ws handshake in time")
+            .expect("ws handshake");
     ws_send(&mut slow_ws, json!({"type": "sync", "since": head})).await;
 
     // Big messages fill the slow socket's buffers; readers must get every one promptly.
@@ -1019,7 +748,7 @@ async fn a_slow_socket_does_not_delay_the_others_and_is_closed_with_1013() {
         last = c;
         sent.push(c);
         if i % 5 == 4 {
-            let text = api.http.get(format!("{}/metrics", api.base)).send().await.unwrap().text().await.unwrap();
+            let text = api.metrics().await;
             let n: u64 = text
                 .lines()
                 .find_map(|l| l.strip_prefix("parley_websockets_slow_closed_total "))
@@ -1060,7 +789,7 @@ async fn a_slow_socket_does_not_delay_the_others_and_is_closed_with_1013() {
     let missed: Vec<u64> = sent.iter().copied().filter(|c| *c > seen).collect();
     let (ups, _) = api.sync_all(&slow, seen, 1000).await;
     assert_eq!(cursors(&ups), missed);
-    let (mut again, _) = tokio_tungstenite::connect_async(server.ws_url(&slow.token)).await.expect("reconnect");
+    let (mut again, _) = tokio_tungstenite::connect_async(ws_url(&server, &slow.token)).await.expect("reconnect");
     ws_send(&mut again, json!({"type": "sync", "since": seen})).await;
     let mut caught_up = Vec::new();
     loop {
@@ -1079,32 +808,32 @@ async fn a_slow_socket_does_not_delay_the_others_and_is_closed_with_1013() {
 
 #[tokio::test]
 async fn member_limit_is_a_clear_error() {
-    let server = Server::start(&["--max-group-members", "3"]);
-    let api = server.api();
+    let server = start(&["--max-group-members", "3"]);
+    let api = GroupApi::new(&server);
     let us = api.users(&["own", "aaa", "bbb", "ccc"]).await;
     let [own, a, b, c] = <[User; 4]>::try_from(us).unwrap();
 
     let r = api.create(&own, "four", &[&a, &b, &c]).await;
     r.err(400, "invalid_request");
-    assert!(r.body["error"]["message"].as_str().unwrap().contains('3'), "the message names the limit: {}", r.body);
+    assert!(r.json["error"]["message"].as_str().unwrap().contains('3'), "the message names the limit: {}", r.json);
     assert_eq!(api.get("/v1/groups", &a).await.ok(200)["groups"], json!([]), "nobody was added");
 
     let g = api.group(&own, &[&a, &b]).await;
     let r = api.add(&own, &g, &["ccc"]).await;
     r.err(400, "invalid_request");
-    assert!(r.body["error"]["message"].as_str().unwrap().contains('3'));
+    assert!(r.json["error"]["message"].as_str().unwrap().contains('3'));
     // Re-adding existing members is not growth.
     api.add(&own, &g, &["aaa", "bbb"]).await.ok(200);
     api.kick(&own, &g, "bbb").await.write(204);
     let r = api.add(&own, &g, &["ccc", "ccc"]).await;
     r.write(200);
-    assert_eq!(roster(&r.body).len(), 3);
+    assert_eq!(roster(&r.json).len(), 3);
     api.sent(&c, &g, "made it").await;
 }
 
 /// `parley_commands_total` from `/metrics`: commands this node proposed and saw applied.
-async fn commands_proposed(api: &Api) -> u64 {
-    let text = api.http.get(format!("{}/metrics", api.base)).send().await.expect("metrics").text().await.unwrap();
+async fn commands_proposed(api: &GroupApi) -> u64 {
+    let text = api.metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix("parley_commands_total "))
         .and_then(|v| v.trim().parse().ok())
@@ -1113,8 +842,8 @@ async fn commands_proposed(api: &Api) -> u64 {
 
 #[tokio::test]
 async fn oversized_member_lists_are_refused_before_they_are_proposed() {
-    let server = Server::start(&[]);
-    let api = server.api();
+    let server = start(&[]);
+    let api = GroupApi::new(&server);
     let [own, other] = <[User; 2]>::try_from(api.users(&["own", "other"]).await).unwrap();
     let g = api.group(&own, &[]).await;
     // 80,000 distinct ids (the default limit is 10,000): once a quadratic scan in `decide`,
@@ -1124,7 +853,7 @@ async fn oversized_member_lists_are_refused_before_they_are_proposed() {
     let started = Instant::now();
     let r = api.post("/v1/groups", &own, json!({"name": "huge", "members": ids})).await;
     r.err(400, "invalid_request");
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("10000"), "{}", r.body);
+    assert!(r.json["error"]["message"].as_str().unwrap().contains("10000"), "{}", r.json);
     api.add(&own, &g, &ids.iter().map(String::as_str).collect::<Vec<_>>()).await.err(400, "invalid_request");
     assert_eq!(commands_proposed(&api).await, before, "an oversized list reached raft");
     assert!(started.elapsed() < Duration::from_secs(5), "refusing took {:?}", started.elapsed());
@@ -1135,8 +864,8 @@ async fn oversized_member_lists_are_refused_before_they_are_proposed() {
 
 #[tokio::test]
 async fn a_block_keeps_the_blocked_user_from_adding_the_blocker_to_groups() {
-    let server = Server::start(&[]);
-    let api = server.api();
+    let server = start(&[]);
+    let api = GroupApi::new(&server);
     let [a, b, c] = <[User; 3]>::try_from(api.users(&["aaa", "bbb", "ccc"]).await).unwrap();
     api.call("PUT", "/v1/blocks/bbb", Some(&a.token), None).await.write(204);
 

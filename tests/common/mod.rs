@@ -153,6 +153,8 @@ fn target_tmp() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
 }
 
+pub mod groups;
+
 #[path = "../support/flags.rs"]
 mod flags;
 pub use flags::IP_LIMITS_OFF;
