@@ -3,11 +3,14 @@
 //! tampering with the sled db itself.
 
 mod audit_support;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use audit_support::*;
+use common::audit::AuditApi;
+use common::TestServer;
 use parley_storage::journal::JournalRecord;
 use serde_json::{json, Value};
 
@@ -31,7 +34,7 @@ const USERS: [&str; 4] = ["ann", "ben", "cat", "dan"];
 
 /// Users, sessions, friends, DMs, reads, revokes, blocks, groups with kick, leave, transfer and
 /// dismissal; the live digest after each step.
-async fn workload(http: &Http) -> Recorded {
+async fn workload(http: &AuditApi) -> Recorded {
     let mut digests = Vec::new();
     let mut own: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut tokens = BTreeMap::new();
@@ -133,16 +136,16 @@ async fn workload(http: &Http) -> Recorded {
     for u in USERS {
         sync.insert(u.to_owned(), http.sync_cursors(&t(u)).await);
     }
-    let v = http.call("GET", "/v1/admin/journal/verify", Some(ADMIN), None).await;
-    assert_eq!(v.body["ok"], true, "{}", v.body);
+    let v = http.admin_get("/v1/admin/journal/verify").await;
+    assert_eq!(v.json["ok"], true, "{}", v.text);
     Recorded {
         digests,
         sync,
         own,
         ann_ben,
         messages,
-        head_hash: v.body["head_hash"].as_str().expect("head_hash").to_owned(),
-        last_cursor: v.body["last_cursor"].as_u64().expect("last_cursor"),
+        head_hash: v.json["head_hash"].as_str().expect("head_hash").to_owned(),
+        last_cursor: v.json["last_cursor"].as_u64().expect("last_cursor"),
     }
 }
 
@@ -154,8 +157,8 @@ fn s(p: &Path) -> &str {
 async fn offline_audit_of_a_real_node() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("node");
-    let mut server = Server::start(&data);
-    let http = Http::new(&server.base);
+    let mut server = TestServer::start_in(&data, &["--rate-limit-per-user", "0", "--login-rate-limit", "0"]);
+    let http = AuditApi::new(&server);
     let rec = workload(&http).await;
 
     // While the node runs, offline tools refuse its data dir clearly.
@@ -226,8 +229,8 @@ async fn offline_audit_of_a_real_node() {
     let v: Value = serde_json::from_str(run.expect_ok("import").trim()).expect("JSON");
     assert_eq!(v, json!({"last_cursor": rec.last_cursor, "head_hash": rec.head_hash, "digest": last_digest}));
     assert_eq!(replay(&copy, &[]), (last_cursor, last_digest.clone()));
-    let mut imported = Server::start(&copy);
-    let http2 = Http::new(&imported.base);
+    let mut imported = TestServer::start_in(&copy, &["--rate-limit-per-user", "0", "--login-rate-limit", "0"]);
+    let http2 = AuditApi::new(&imported);
     assert_eq!(http2.digest().await, (last_cursor, last_digest.clone()));
     // Imported users log in with their journaled password hashes; the journal continues.
     let (token, _, c) = http2.login("ann").await;
@@ -236,9 +239,9 @@ async fn offline_audit_of_a_real_node() {
     let (c, m) = http2.write("POST", "/v1/conversations/d:ann:ben/messages", &token, Some(body)).await;
     assert_eq!(c, rec.last_cursor + 2);
     assert_eq!(m["message"]["seq"], 6);
-    let v = http2.call("GET", "/v1/admin/journal/verify", Some(ADMIN), None).await;
-    assert_eq!(v.body["ok"], true, "{}", v.body);
-    let new_head = v.body["head_hash"].as_str().expect("head").to_owned();
+    let v = http2.admin_get("/v1/admin/journal/verify").await;
+    assert_eq!(v.json["ok"], true, "{}", v.text);
+    let new_head = v.json["head_hash"].as_str().expect("head").to_owned();
     let live = http2.digest().await;
     imported.stop();
     // The node's own writes verify and replay offline too, and the old head is in the chain.

@@ -1,20 +1,15 @@
-//! Helpers for the audit tests: run the real `parley` binary (offline tools and `serve`), talk
-//! to a node over HTTP, tamper with a stopped node's sled db, copy data dirs.
+//! Helpers for the audit tests' offline side: run the real `parley` binary's offline tools,
+//! tamper with a stopped node's sled db, copy data dirs. The node itself and the calls to it
+//! are the shared harness's (`tests/common`, `common::audit`).
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
-#[path = "../support/flags.rs"]
-mod flags;
-
-pub const ADMIN: &str = "audit-admin-token";
+use serde_json::Value;
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_parley")
@@ -164,181 +159,4 @@ pub fn with_journal_tree(data_dir: &Path, f: impl FnOnce(&sled::Tree, &sled::Tre
 
 pub fn key(c: u64) -> [u8; 8] {
     c.to_be_bytes()
-}
-
-/// A running `parley serve` on a data dir, stopped (SIGTERM, then SIGKILL) on drop.
-pub struct Server {
-    child: Option<Child>,
-    pub base: String,
-    pub data_dir: PathBuf,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Server {
-    pub fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(bin())
-            .args(["serve", "--data-dir"])
-            .arg(data_dir)
-            .args(["--http", "127.0.0.1:0", "--admin-token", ADMIN, "--rate-limit-per-user", "0"])
-            .args(["--login-rate-limit", "0"])
-            .args(flags::IP_LIMITS_OFF)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn parley serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(mut l) = log2.lock() {
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            }
-        });
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        });
-        let base = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(b) => b,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not start: {}", log.lock().map(|l| l.clone()).unwrap_or_default());
-            }
-        };
-        Server { child: Some(child), base, data_dir: data_dir.to_path_buf(), stderr: log }
-    }
-
-    /// Graceful stop (SIGTERM: the node flushes its db), bounded.
-    pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        // SAFETY: plain syscall on our own child's pid.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A thin HTTP client for one node.
-#[derive(Clone)]
-pub struct Http {
-    pub base: String,
-    client: reqwest::Client,
-}
-
-/// A response: status, `Parley-Cursor` header, JSON body (Null if none).
-#[derive(Debug)]
-pub struct Resp {
-    pub status: u16,
-    pub cursor: Option<u64>,
-    pub body: Value,
-}
-
-impl Http {
-    pub fn new(base: &str) -> Http {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        Http { base: base.to_owned(), client }
-    }
-
-    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self.client.request(m, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let cursor = resp.headers().get("parley-cursor").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        let text = resp.text().await.expect("body");
-        let body =
-            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Resp { status, cursor, body }
-    }
-
-    /// A write that must succeed; returns its cursor.
-    pub async fn write(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u64, Value) {
-        let r = self.call(method, path, Some(token), body).await;
-        assert!((200..300).contains(&r.status), "{method} {path}: {} {}", r.status, r.body);
-        let cursor = r.cursor.unwrap_or_else(|| panic!("{method} {path}: no Parley-Cursor header"));
-        (cursor, r.body)
-    }
-
-    /// Registers a user; returns the cursor of the registration.
-    pub async fn register(&self, user: &str) -> u64 {
-        let r = self
-            .call("POST", "/v1/users", None, Some(json!({"user_id": user, "password": "correct horse battery"})))
-            .await;
-        assert_eq!(r.status, 201, "register {user}: {}", r.body);
-        r.cursor.expect("registration carries Parley-Cursor")
-    }
-
-    /// Logs in; returns (token, session_id, cursor).
-    pub async fn login(&self, user: &str) -> (String, String, u64) {
-        let r = self
-            .call("POST", "/v1/sessions", None, Some(json!({"user_id": user, "password": "correct horse battery"})))
-            .await;
-        assert_eq!(r.status, 201, "login {user}: {}", r.body);
-        let cursor = r.cursor.expect("login carries Parley-Cursor");
-        (
-            r.body["token"].as_str().expect("token").to_owned(),
-            r.body["session_id"].as_str().expect("session_id").to_owned(),
-            cursor,
-        )
-    }
-
-    /// `GET /v1/admin/digest` -> (cursor, digest).
-    pub async fn digest(&self) -> (u64, String) {
-        let r = self.call("GET", "/v1/admin/digest", Some(ADMIN), None).await;
-        assert_eq!(r.status, 200, "digest: {}", r.body);
-        (r.body["cursor"].as_u64().expect("cursor"), r.body["digest"].as_str().expect("digest").to_owned())
-    }
-
-    /// Every update cursor the user's sync returns, paging to the end.
-    pub async fn sync_cursors(&self, token: &str) -> Vec<u64> {
-        let mut since = 0u64;
-        let mut out = Vec::new();
-        loop {
-            let r = self.call("GET", &format!("/v1/sync?since={since}&limit=7"), Some(token), None).await;
-            assert_eq!(r.status, 200, "sync: {}", r.body);
-            for u in r.body["updates"].as_array().expect("updates") {
-                out.push(u["cursor"].as_u64().expect("cursor"));
-            }
-            since = r.body["cursor"].as_u64().expect("cursor");
-            if !r.body["more"].as_bool().unwrap_or(false) {
-                return out;
-            }
-        }
-    }
 }

@@ -153,6 +153,7 @@ fn target_tmp() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
 }
 
+pub mod audit;
 pub mod groups;
 
 #[path = "../support/flags.rs"]
@@ -217,6 +218,43 @@ impl TestServer {
         let (child, addr, stdout, stderr) =
             launch(&data_path, &admin_token, &extra, "127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         TestServer { child: Some(child), data_dir: Some(dir), data_path, addr, admin_token, extra, stderr, stdout }
+    }
+
+    /// Starts a server on `data_dir`, which the caller owns (it is kept when the server goes):
+    /// for tests that run the offline tools on the node's data dir afterwards.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> TestServer {
+        let admin_token = format!("admin-{}-{}", std::process::id(), now_ms());
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, addr, stdout, stderr) =
+            launch(data_dir, &admin_token, &extra, "127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        TestServer {
+            child: Some(child),
+            data_dir: None,
+            data_path: data_dir.to_path_buf(),
+            addr,
+            admin_token,
+            extra,
+            stderr,
+            stdout,
+        }
+    }
+
+    /// Stops the server gracefully (SIGTERM: the node flushes its db), SIGKILL after 20 s.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        // SAFETY: plain syscall on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while child.try_wait().ok().flatten().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn base_url(&self) -> String {
