@@ -1,12 +1,12 @@
 //! Accounts and tokens for an app backend (`/v1/admin/users*`) and `--registration closed`,
 //! as an app's backend uses them: create the user, issue tokens, deactivate, force a logout.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
 use serde_json::json;
+use support::*;
 
 /// A server whose accounts only the app's backend creates.
 fn closed() -> &'static TestServer {

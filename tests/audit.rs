@@ -2,17 +2,16 @@
 //! digest recorded after every step, then (node stopped) replay, verify, export, import and
 //! tampering with the sled db itself.
 
-mod audit_support;
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use audit_support::*;
-use common::audit::AuditApi;
-use common::TestServer;
 use parley_storage::journal::JournalRecord;
 use serde_json::{json, Value};
+use support::audit::AuditApi;
+use support::offline::*;
+use support::TestServer;
 
 /// What the workload recorded.
 struct Recorded {

@@ -5,13 +5,13 @@
 //! Re-bless after an intended change of the fixture script or the journal format with
 //! `cargo run -- audit fixture --out fixtures`.
 
-mod audit_support;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use audit_support::*;
 use serde_json::Value;
+use support::offline::*;
 
 fn fixture_text() -> String {
     std::fs::read_to_string(fixtures().join("journal.jsonl")).expect("fixtures/journal.jsonl")

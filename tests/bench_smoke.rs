@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "support/flags.rs"]
-mod flags;
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_parley");
 /// Longest one bench run may take.
@@ -35,7 +34,7 @@ fn spawn_serve(data_dir: &Path, args: &[String]) -> Child {
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--rate-limit-per-user", "0", "--admin-token", "smoke-admin"])
-        .args(flags::IP_LIMITS_OFF)
+        .args(support::flags::IP_LIMITS_OFF)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

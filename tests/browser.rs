@@ -9,7 +9,7 @@
 //! Skips (printing `SKIP`) when chromium, node or `tests/browser/node_modules` is missing,
 //! unless `PARLEY_REQUIRE_BROWSER=1` (CI sets it after installing them), then it fails.
 //! Both run on the cluster harness: it restarts a node on the same port (the open page keeps
-//! its URL; `tests/common` restarts a single node on a new one), and it runs one cluster at a
+//! its URL; `support::TestServer::restart` restarts a single node on a new one), and it runs one cluster at a
 //! time, so the two browsers never compete for the machine's cores.
 //!
 //! A second scenario (`browser/cors.mjs`, on one node) checks `--cors-origin`
@@ -19,13 +19,13 @@
 //! Screenshots go to the test's temp dir, or with `PARLEY_UPDATE_SCREENSHOTS=1` to
 //! `docs/screenshots/` (the ones the README shows).
 
-mod cluster_support;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use cluster_support::*;
+use support::cluster::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Bound on the whole browser scenario.

@@ -1,14 +1,14 @@
 //! `parley chat`, the terminal client, driven as a script drives it: lines in on stdin, lines
 //! out on stdout. Two people chat: one in the terminal client, one over HTTP.
 
-mod common;
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::*;
 
 /// A running `parley chat`: its stdin, and its stdout lines as they come.
 struct Terminal {

@@ -2,17 +2,17 @@
 //! read-your-writes with `?min_cursor`, raft traffic needs the cluster secret, sync streams are
 //! identical on every node, restarts reuse state, and `parley cluster` runs a local cluster.
 
-mod cluster_support;
+mod support;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cluster_support::*;
 use futures_util::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
+use support::cluster::*;
 use tokio_tungstenite::tungstenite::Message;
 
 fn others(ids: &[u64], not: u64) -> Vec<u64> {

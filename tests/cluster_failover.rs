@@ -3,13 +3,13 @@
 //! go backwards; a restarted node catches up. Prints the measured election time, write gap and
 //! catch-up time (`cargo test --test cluster_failover -- --nocapture`).
 
-mod cluster_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cluster_support::*;
 use serde_json::Value;
+use support::cluster::*;
 
 async fn check_all(c: &Cluster, readers: &BTreeMap<String, User>, acks: &[Ack]) {
     let ids = c.ids();

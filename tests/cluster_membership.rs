@@ -4,14 +4,14 @@
 //! the leader is then removed with `parley members remove` and the rest carries on; a learner
 //! is added and removed over HTTP. Admin endpoints need the admin token.
 
-mod cluster_support;
+mod support;
 
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cluster_support::*;
 use serde_json::{json, Value};
+use support::cluster::*;
 
 fn members(info: &Value) -> Vec<(u64, bool)> {
     info["members"]

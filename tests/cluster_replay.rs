@@ -4,13 +4,13 @@
 //! node's own envelope code, `parley_raft::envelope`) to a real 3-node cluster, then send it
 //! again in every way an eavesdropper could, and once more the way a retrying follower would.
 
-mod cluster_support;
+mod support;
 
-use cluster_support::*;
 use parley_api::state::ForwardedWrite;
 use parley_raft::envelope::{self, Claims};
 use parley_storage::{Command, CommandKind, RequestId};
 use serde_json::{json, Value};
+use support::cluster::*;
 
 /// One request as it went over the wire: where, its headers, its body.
 #[derive(Clone)]

@@ -4,12 +4,12 @@
 //! head hash, same projection digest) and the same sync stream; a follower killed mid-install
 //! resumes; a follower whose journal diverged fail-stops and serves nothing.
 
-mod cluster_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cluster_support::*;
+use support::cluster::*;
 
 const SNAPSHOT_EVERY: u64 = 100;
 

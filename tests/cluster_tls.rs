@@ -3,12 +3,12 @@
 //! with `https://`, trusting only the cluster's CA. The CA and the node certificate are made
 //! here with rcgen, for this test only.
 
-mod cluster_support;
+mod support;
 
 use std::time::Duration;
 
-use cluster_support::*;
 use serde_json::json;
+use support::cluster::*;
 
 /// A throwaway CA and one certificate for 127.0.0.1 it signed, as PEM files in `dir`:
 /// `(ca, cert, key)` paths.

@@ -3,9 +3,9 @@
 //! all without the flag; the WebSocket refuses a disallowed `Origin` and allows a listed one, a
 //! same-origin page and a request without `Origin`.
 
-mod common;
+mod support;
 
-use common::*;
+use support::*;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const APP: &str = "https://app.example";

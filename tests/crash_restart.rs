@@ -1,10 +1,10 @@
 //! Durability: SIGKILL the server after acknowledged writes, restart it on the same data dir,
 //! and check that everything a user can see is unchanged.
 
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{json, Value};
+use support::*;
 
 /// Everything a user can observe, minus fields that legitimately move (`cursor` of lists).
 async fn snapshot(api: &Api, u: &User) -> Value {

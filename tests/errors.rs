@@ -2,10 +2,10 @@
 //! error is `{"error":{"code","message"}}` with the right status, never a 500 or a dropped
 //! connection.
 
-mod common;
+mod support;
 
-use common::*;
 use serde_json::json;
+use support::*;
 
 #[tokio::test]
 async fn unknown_routes_and_wrong_methods_are_not_found() {

@@ -1,5 +1,5 @@
 //! The fault suite (issue 11): three `parley serve` processes, each in a Linux network
-//! namespace this test makes (`ip netns`, veth pairs into one bridge; `tests/cluster_support/
+//! namespace this test makes (`ip netns`, veth pairs into one bridge; `tests/support/
 //! netns.rs`), under faults, with concurrent writers that retry with their idempotency keys and
 //! a syncing client per node. After each fault heals the checker (`tests/faults/check.rs`)
 //! requires: every acknowledged send present exactly once at its acknowledged seq on every node,
@@ -20,19 +20,19 @@
 
 #[path = "faults/check.rs"]
 mod check;
-mod cluster_support;
 #[path = "faults/jitter.rs"]
 mod jitter;
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use check::{check, stream_faults, Counts, Syncer};
-use cluster_support::netns::Net;
-use cluster_support::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use support::cluster::*;
+use support::netns::Net;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Scenarios run one at a time (each makes its own namespaces and cluster; 2 cores).

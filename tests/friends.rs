@@ -1,9 +1,9 @@
 //! Friend requests, friends, blocks.
 
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{json, Value};
+use support::*;
 
 async fn requests(api: &Api, u: &User) -> (Vec<Value>, Vec<Value>) {
     let r = api.get("/v1/friends/requests", Some(&u.token)).await;

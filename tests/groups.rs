@@ -7,14 +7,14 @@
 //! Every test starts its own server (fresh data dir, port 0) and kills it on drop; every wait
 //! is bounded.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::groups::GroupApi;
-use common::{cursors, now_ms, TestServer, User};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use support::groups::GroupApi;
+use support::{cursors, now_ms, TestServer, User};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;

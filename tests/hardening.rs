@@ -5,15 +5,15 @@
 //! locks out, and the per-source-IP limits. Each test starts its own `parley serve` when it
 //! needs particular flags.
 
-mod common;
+mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::{json, Value};
+use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

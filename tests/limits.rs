@@ -1,9 +1,9 @@
 //! Configurable limits: per-user send rate, failed-login rate, message body size.
 
-mod common;
+mod support;
 
-use common::*;
 use serde_json::json;
+use support::*;
 
 const FLAGS: &[&str] = &["--rate-limit-per-user", "5", "--login-rate-limit", "3", "--max-body-bytes", "64"];
 

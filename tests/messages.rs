@@ -1,12 +1,12 @@
 //! Direct messages: send, idempotency, history paging, unread counts, conversation list,
 //! revoke.
 
-mod common;
+mod support;
 
 use std::collections::BTreeSet;
 
-use common::*;
 use serde_json::{json, Value};
+use support::*;
 
 fn seqs(history: &Value) -> Vec<u64> {
     history["messages"]

@@ -1,9 +1,9 @@
 //! Operations endpoints: health, readiness, metrics, cluster status, the admin journal.
 
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{json, Value};
+use support::*;
 
 #[tokio::test]
 async fn health_and_readiness() {

@@ -1,12 +1,12 @@
 //! `GET /v1/sync`: paging, routing of updates to the right users, long polling,
 //! read-your-writes with `min_cursor`.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::json;
+use support::*;
 
 #[tokio::test]
 async fn fresh_user_has_no_updates() {

@@ -1,9 +1,9 @@
 //! Registration, login, profiles and sessions (list, logout, revoke).
 
-mod common;
+mod support;
 
-use common::*;
 use serde_json::json;
+use support::*;
 
 #[tokio::test]
 async fn register_returns_profile_and_cursor() {

@@ -2,9 +2,9 @@
 //! a strict Content-Security-Policy; anything else under `/app/` is the contract's 404. (The
 //! client itself runs in a browser in tests/browser.rs.)
 
-mod common;
+mod support;
 
-use common::*;
+use support::*;
 
 fn header<'a>(r: &'a Resp, name: &str) -> &'a str {
     r.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_else(|| panic!("{} lacks {name}", r.path))

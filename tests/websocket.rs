@@ -1,14 +1,14 @@
 //! `GET /v1/ws`: auth, frames and their answers, error frames, close codes, catch-up then live
 //! without gaps, slow consumers.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::*;
 use futures_util::SinkExt;
 use serde_json::{json, Value};
+use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cluster_support::*;
+use crate::support::cluster::*;
 
 /// One scenario's figures.
 #[derive(Debug, Clone)]

@@ -3,8 +3,7 @@
 //! Children are forked by one long-lived thread with `PR_SET_PDEATHSIG = SIGKILL`: the kernel
 //! kills them when that thread dies, i.e. when the test process exits, however it exits. (The
 //! signal fires when the forking *thread* exits, so it must not be a short-lived test thread.)
-//! Shared by the single-node harness (`tests/common`) and the cluster harness
-//! (`tests/cluster_support`).
+//! Used by the single-node harness (`node.rs`) and the cluster harness (`cluster.rs`).
 
 use std::process::{Child, Command};
 use std::sync::{mpsc, Mutex, OnceLock};

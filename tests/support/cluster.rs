@@ -11,7 +11,7 @@
 //! printed. Clusters in one test binary run one at a time ([`Cluster::start`] takes a global
 //! lock): the machine has 2 cores.
 //!
-//! Independent of `tests/common` on purpose (different owner, different needs).
+//! Multi-node; the single-node side is `node.rs`.
 
 #![allow(dead_code)]
 
@@ -42,11 +42,8 @@ pub fn bin() -> String {
 // Processes
 // ---------------------------------------------------------------------------------------------
 
-#[path = "../support/flags.rs"]
-mod flags;
-pub use flags::IP_LIMITS_OFF;
-#[path = "../support/spawn.rs"]
-mod spawn;
+pub use super::flags::IP_LIMITS_OFF;
+use super::spawn;
 
 /// Spawns a `parley` child that dies with the test process (see `tests/support/spawn.rs`).
 pub fn spawn_child(cmd: Command) -> Child {
@@ -75,7 +72,7 @@ fn random_hex() -> String {
 // Cluster
 // ---------------------------------------------------------------------------------------------
 
-pub mod netns;
+pub use super::netns;
 
 /// Where a node runs: the address it listens on, the address its peers reach it at (when not
 /// that one: a proxy), and what wraps its process (`ip netns exec <ns>`, environment).

@@ -1,6 +1,6 @@
 //! Helpers for the audit tests' offline side: run the real `parley` binary's offline tools,
 //! tamper with a stopped node's sled db, copy data dirs. The node itself and the calls to it
-//! are the shared harness's (`tests/common`, `common::audit`).
+//! are the rest of the harness's (`node.rs`, `audit.rs`).
 
 #![allow(dead_code)]
 

@@ -1,4 +1,4 @@
-//! Shared harness for Parley's black-box integration tests.
+//! The single-node part of the harness (see `support/mod.rs`).
 //!
 //! Every test talks to the real `parley` binary over HTTP and WebSocket on 127.0.0.1, against
 //! the contract in `/work/shared/API.md`. Nothing here links against the server's crates.
@@ -153,15 +153,8 @@ fn target_tmp() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
 }
 
-pub mod audit;
-pub mod groups;
-
-#[path = "../support/flags.rs"]
-mod flags;
-pub use flags::IP_LIMITS_OFF;
-#[path = "../support/spawn.rs"]
-mod spawn;
-use spawn::spawn_child;
+pub use super::flags::IP_LIMITS_OFF;
+use super::spawn::spawn_child;
 
 /// Shared servers are leaked (`&'static`); this exit handler kills them and removes their data.
 fn shared_registry() -> &'static Mutex<Vec<(u32, PathBuf)>> {
