@@ -169,6 +169,8 @@ async fn the_live_feed_resumes_after_a_server_restart_without_loss_or_repeats() 
     let (alice, bob, conv) = api.friends("termr").await;
     let mut term = Terminal::start(&server, &bob);
     term.expect(&format!("logged in as {}", bob.id));
+    // The list is printed once it is read: what is sent after it comes live.
+    term.expect("no conversations yet");
     api.send(&alice, &conv, "one").await;
     term.expect(&format!("[{conv} #1] {}: one", alice.id));
 

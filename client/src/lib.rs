@@ -289,11 +289,12 @@ impl Http {
         Ok((updates, v["cursor"].as_u64().unwrap_or(since), v["more"].as_bool().unwrap_or(false)))
     }
 
-    /// `GET /v1/conversations`: the caller's conversations, newest activity first.
-    pub async fn conversations(&self, t: &Target, user: &User) -> Result<Vec<Value>, HttpError> {
+    /// `GET /v1/conversations`: the caller's conversations, newest activity first, and the
+    /// journal cursor the list is as of (sync from it to miss nothing that comes after).
+    pub async fn conversations(&self, t: &Target, user: &User) -> Result<(Vec<Value>, u64), HttpError> {
         let (_, v) =
             self.ok(reqwest::Method::GET, format!("{}/v1/conversations", t.base), Some(&user.token), None).await?;
-        Ok(array(&v["conversations"]))
+        Ok((array(&v["conversations"]), v["cursor"].as_u64().unwrap_or(0)))
     }
 
     /// `GET /v1/conversations/{cid}/messages`: up to `limit` messages before `before_seq` (the
