@@ -472,3 +472,30 @@ async fn per_source_limits_answer_429_with_retry_after() {
     assert!(retry_after(&r) >= 1);
     there.get("/v1/admin/journal", Some(&server.admin_token)).await.ok(200);
 }
+
+/// A write without a valid token is answered 401 before its body is read: a caller who is
+/// nobody cannot make the node wait for (or buffer) a body. With a body that never arrives,
+/// the answer comes at once, not at the body timeout.
+#[tokio::test]
+async fn writes_are_authenticated_before_their_body_is_read() {
+    let server = TestServer::start_with(&["--body-timeout-secs", "30"]);
+    server.api().ready().await;
+    let cases = [
+        ("POST /v1/friends/requests", ""),
+        ("POST /v1/conversations/d:aaa:bbb/messages", "authorization: Bearer not-a-token\r\n"),
+        ("POST /v1/groups", ""),
+        ("POST /v1/admin/users", "authorization: Bearer wrong-admin\r\n"),
+        ("POST /v1/admin/cluster/learners", ""),
+    ];
+    for (line, auth) in cases {
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        let head = format!(
+            "{line} HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\ncontent-length: 100000\r\n\r\n{{\"to\""
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        let (status, text) = read_head(&mut s, Duration::from_secs(5)).await.expect("an answer before the body");
+        assert_eq!(status, 401, "{line}: {text}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{line}: answered after {:?}", started.elapsed());
+    }
+}

@@ -109,6 +109,22 @@ pub fn gated_body(
     )
 }
 
+/// A user write route's body like [`body`], read only once the request's token checks out: a
+/// caller without a valid session is answered 401 before a byte of the body is read.
+pub fn authed_body(
+    s: &Arc<AppState>,
+    limit: u64,
+) -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = warp::Rejection> + Clone {
+    let timeout = s.cfg.body_timeout;
+    with(s).and(req()).and(warp::header::headers_cloned()).and(warp::body::stream()).then(
+        move |s: Arc<AppState>, r: Req, headers: HeaderMap, stream| async move {
+            s.user(&r).await?;
+            require_json(&headers)?;
+            read_body(&headers, stream, limit, timeout).await
+        },
+    )
+}
+
 /// Refuses a body that is not declared `application/json` (parameters such as `charset` are
 /// fine). A browser sends a cross-site form or a "simple" fetch only as `text/plain`,
 /// urlencoded or multipart; requiring JSON makes every such request a preflighted one, which

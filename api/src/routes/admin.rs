@@ -34,7 +34,7 @@ use warp::Filter;
 
 use crate::bodies::{AddLearnerBody, AddVotersBody, SetMembershipBody};
 use crate::error::ApiError;
-use crate::http::{body, json as json_reply, parse, req, respond, with, Req};
+use crate::http::{gated_body, json as json_reply, parse, req, respond, with, Req};
 use crate::routes::ops::cluster_json;
 use crate::state::AppState;
 
@@ -53,7 +53,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(body(s, ADMIN_BODY_LIMIT))
+        .and(gated_body(s, ADMIN_BODY_LIMIT, admin_gate))
         .then(|s: Arc<AppState>, r: Req, b| async move {
             respond(s.clone(), admin(s, r, Method::POST, "/v1/admin/cluster/learners".into(), b, Op::Learner)).await
         });
@@ -61,7 +61,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(body(s, ADMIN_BODY_LIMIT))
+        .and(gated_body(s, ADMIN_BODY_LIMIT, admin_gate))
         .then(|s: Arc<AppState>, r: Req, b| async move {
             respond(s.clone(), admin(s, r, Method::POST, "/v1/admin/cluster/voters".into(), b, Op::Voters)).await
         });
@@ -69,7 +69,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::put())
         .and(with(s))
         .and(req())
-        .and(body(s, ADMIN_BODY_LIMIT))
+        .and(gated_body(s, ADMIN_BODY_LIMIT, admin_gate))
         .then(|s: Arc<AppState>, r: Req, b| async move {
             respond(s.clone(), admin(s, r, Method::PUT, "/v1/admin/cluster/membership".into(), b, Op::Membership)).await
         });
@@ -81,6 +81,12 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
             },
         );
     learners.or(voters).unify().or(membership).unify().or(remove).unify().boxed()
+}
+
+/// The admin token, checked before a body is read (and again by [`admin`], for the routes
+/// without one).
+fn admin_gate(s: &AppState, r: &Req) -> Result<(), ApiError> {
+    s.auth.authenticate_admin(r.bearer().or_else(|| r.header("x-admin-token")))
 }
 
 #[derive(Clone, Copy)]

@@ -15,7 +15,7 @@ use warp::Filter;
 use crate::bodies::ReadBody;
 pub use crate::bodies::SendBody;
 use crate::error::ApiError;
-use crate::http::{body, json as json_reply, parse, req, respond, segment, with, written, Req};
+use crate::http::{authed_body, json as json_reply, parse, req, respond, segment, with, written, Req};
 use crate::state::AppState;
 
 pub const HISTORY_DEFAULT_LIMIT: u64 = 50;
@@ -32,7 +32,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(body(s, limit))
+        .and(authed_body(s, limit))
         .then(|c: String, s: Arc<AppState>, r, b| async move { respond(s.clone(), send(s, r, c, b)).await });
     let history = warp::path!("v1" / "conversations" / String / "messages")
         .and(warp::get())
@@ -43,7 +43,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(body(s, limit))
+        .and(authed_body(s, limit))
         .then(|c: String, s: Arc<AppState>, r, b| async move { respond(s.clone(), read(s, r, c, b)).await });
     let revoke = warp::path!("v1" / "conversations" / String / "messages" / String / "revoke")
         .and(warp::post())

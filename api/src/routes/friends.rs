@@ -13,7 +13,7 @@ use warp::Filter;
 
 use crate::bodies::FriendRequestBody;
 use crate::error::ApiError;
-use crate::http::{body, json as json_reply, no_content, parse, req, respond, segment, with, written, Req};
+use crate::http::{authed_body, json as json_reply, no_content, parse, req, respond, segment, with, written, Req};
 use crate::state::AppState;
 
 pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
@@ -22,7 +22,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(body(s, limit))
+        .and(authed_body(s, limit))
         .then(|s: Arc<AppState>, r, b| async move { respond(s.clone(), request(s, r, b)).await });
     let requests = warp::path!("v1" / "friends" / "requests")
         .and(warp::get())

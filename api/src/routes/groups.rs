@@ -14,7 +14,7 @@ use crate::bodies::{
     group_id as gid, AddMembersBody, CreateGroupBody, MuteBody, RoleBody, TransferBody, UpdateGroupBody,
 };
 use crate::error::ApiError;
-use crate::http::{body, json as json_reply, no_content, parse, req, respond, segment, with, written, Req};
+use crate::http::{authed_body, json as json_reply, no_content, parse, req, respond, segment, with, written, Req};
 use crate::state::AppState;
 
 type Body = Result<bytes::Bytes, ApiError>;
@@ -25,7 +25,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(body(s, limit))
+        .and(authed_body(s, limit))
         .then(|s: Arc<AppState>, r, b| async move { respond(s.clone(), create(s, r, b)).await });
     let mine = warp::path!("v1" / "groups")
         .and(warp::get())
@@ -41,7 +41,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::patch())
         .and(with(s))
         .and(req())
-        .and(body(s, limit))
+        .and(authed_body(s, limit))
         .then(|g: String, s: Arc<AppState>, r, b| async move { respond(s.clone(), update(s, r, g, b)).await });
     let dismiss = warp::path!("v1" / "groups" / String)
         .and(warp::delete())
@@ -52,7 +52,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(body(s, limit))
+        .and(authed_body(s, limit))
         .then(|g: String, s: Arc<AppState>, r, b| async move { respond(s.clone(), add(s, r, g, b)).await });
     let kick =
         warp::path!("v1" / "groups" / String / "members" / String).and(warp::delete()).and(with(s)).and(req()).then(
@@ -67,7 +67,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::put())
         .and(with(s))
         .and(req())
-        .and(body(s, limit))
+        .and(authed_body(s, limit))
         .then(
             |g: String, u: String, s: Arc<AppState>, r, b| async move { respond(s.clone(), role(s, r, g, u, b)).await },
         );
@@ -75,13 +75,13 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(body(s, limit))
+        .and(authed_body(s, limit))
         .then(|g: String, s: Arc<AppState>, r, b| async move { respond(s.clone(), transfer(s, r, g, b)).await });
     let mute = warp::path!("v1" / "groups" / String / "members" / String / "mute")
         .and(warp::put())
         .and(with(s))
         .and(req())
-        .and(body(s, limit))
+        .and(authed_body(s, limit))
         .then(
             |g: String, u: String, s: Arc<AppState>, r, b| async move { respond(s.clone(), mute(s, r, g, u, b)).await },
         );
