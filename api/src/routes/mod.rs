@@ -37,6 +37,13 @@ pub fn all(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .or(raft::routes(s))
         .unify()
         .or(admin::routes(s))
+        .unify()
+        .or(crate::openapi::routes())
+        .unify()
+        // Last: what no route matched (405 with `Allow` for a known path, else 404).
+        .or(warp::method()
+            .and(warp::path::full())
+            .map(|m: warp::http::Method, p: warp::path::FullPath| crate::openapi::unmatched(&m, p.as_str())))
         .unify();
     crate::ip_limits::gate(s).and(routes).recover(crate::error::recover).unify().map(hardened).boxed()
 }
