@@ -32,6 +32,8 @@ async fn unknown_routes_are_not_found_and_wrong_methods_not_allowed() {
         ("GET", "/v1/friends/requests/x/accept", "POST"),
         ("PUT", "/v1/conversations", "GET"),
         ("POST", "/healthz", "GET"),
+        // A literal segment beats a parameter: not `DELETE /v1/friends/{user_id}`'s.
+        ("PUT", "/v1/friends/requests", "GET, POST"),
     ] {
         let r = api.call(method, path, t, None).await;
         r.err(405, "invalid_request");

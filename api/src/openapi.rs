@@ -84,8 +84,9 @@ pub struct Endpoint {
     body: Option<String>,
     answers: Vec<(u16, Body, &'static str)>,
     errors: Vec<u16>,
-    /// Query parameters: name and what it means (all optional non-negative integers, but `token`).
-    query: Vec<(&'static str, &'static str)>,
+    /// Query parameters: name, what it means and the least value accepted (all optional
+    /// non-negative integers, but `token`).
+    query: Vec<(&'static str, &'static str, u64)>,
     /// Path parameters that are integers (the others are strings).
     int_params: &'static [&'static str],
     /// The wire types this endpoint names, and the types they name.
@@ -203,7 +204,13 @@ impl Endpoint {
     }
 
     fn query(mut self, name: &'static str, what: &'static str) -> Self {
-        self.query.push((name, what));
+        self.query.push((name, what, 0));
+        self
+    }
+
+    /// A `limit` that refuses 0.
+    fn limit(mut self, what: &'static str) -> Self {
+        self.query.push(("limit", what, 1));
         self
     }
 
@@ -263,18 +270,18 @@ pub fn endpoints() -> Vec<Endpoint> {
         // Conversations and messages.
         get("/v1/conversations", User, "My conversations").read().ok::<ConversationList>(200, "newest activity first"),
         post("/v1/conversations/{cid}/messages", User, "Send").body::<SendBody>().ok::<MessageWritten>(201, "sent").ok::<MessageWritten>(200, "an idempotent repeat: the original").errors(&[403, 404, 429]),
-        get("/v1/conversations/{cid}/messages", User, "History").read().query("after_seq", "Only messages with a greater seq.").query("before_seq", "Only messages with a smaller seq.").query("limit", "At most this many (default 50, at least 1; above 500 is 500).").ok::<History>(200, "ascending seq").errors(&[403]),
+        get("/v1/conversations/{cid}/messages", User, "History").read().query("after_seq", "Only messages with a greater seq.").query("before_seq", "Only messages with a smaller seq.").limit("At most this many (default 50, at least 1; above 500 is 500).").ok::<History>(200, "ascending seq").errors(&[403]),
         post("/v1/conversations/{cid}/read", User, "Mark read").body::<ReadBody>().ok::<ReadAnswer>(200, "the read marker").errors(&[403, 404]),
         post("/v1/conversations/{cid}/messages/{seq}/revoke", User, "Revoke a message").ints(&["seq"]).ok::<MessageWritten>(200, "revoked").errors(&[400, 403, 404]),
         // Sync.
-        get("/v1/sync", User, "Updates after a cursor").read().query("since", "Updates with a greater cursor (default 0).").query("limit", "At most this many (default 100, at least 1; above 1000 is 1000).").query("wait_ms", "With nothing new, wait up to this long (above 30000 is 30000).").ok::<SyncPage>(200, "ascending cursors"),
+        get("/v1/sync", User, "Updates after a cursor").read().query("since", "Updates with a greater cursor (default 0).").limit("At most this many (default 100, at least 1; above 1000 is 1000).").query("wait_ms", "With nothing new, wait up to this long (above 30000 is 30000).").ok::<SyncPage>(200, "ascending cursors"),
         get("/v1/ws", User, "WebSocket upgrade (frames: /v1/ws.schema.json)").websocket().query("token", "The user token, for clients that cannot set headers.").empty(101, "switching to the WebSocket").errors(&[400]),
         // Operations.
         get("/healthz", Anyone, "Liveness").ok::<Status>(200, "the process serves"),
         get("/readyz", Anyone, "Readiness").ok::<Status>(200, "a leader is known and this node is caught up").errors(&[503]),
         get("/metrics", Anyone, "Prometheus metrics").text("Prometheus text format"),
         get("/v1/cluster", Anyone, "Cluster status").min_cursor().read().ok::<ClusterStatus>(200, "this node's view"),
-        get("/v1/admin/journal", Admin, "Journal entries").read().query("from", "Entries with cursors >= this (default 1).").query("limit", "At most this many (default 100, 1 to 1000).").ok::<JournalPage>(200, "ascending cursors"),
+        get("/v1/admin/journal", Admin, "Journal entries").read().query("from", "Entries with cursors >= this (default 1).").query("limit", "At most this many (default 100; 0 is 1, above 1000 is 1000).").ok::<JournalPage>(200, "ascending cursors"),
         get("/v1/admin/journal/verify", Admin, "Verify the hash chain").read().ok::<VerifyReport>(200, "the chain's state"),
         get("/v1/admin/digest", Admin, "Projection digest").read().ok::<DigestReport>(200, "the digest"),
         post("/v1/admin/cluster/learners", Admin, "Add a learner").body::<AddLearnerBody>().ok::<LearnerAdded>(200, "caught up").ok::<LearnerAdded>(202, "still catching up at the deadline"),
@@ -343,12 +350,11 @@ fn operation(e: &Endpoint) -> utoipa::openapi::path::Operation {
         let schema = if e.int_params.contains(&p) { integer() } else { path_string(p) };
         op = op.parameter(param(p, ParameterIn::Path, Required::True, schema));
     }
-    for (name, what) in &e.query {
-        let schema = match *name {
-            "token" => string(),
-            // `limit=0` is refused: at least one.
-            "limit" => ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).into(),
-            _ => integer(),
+    for (name, what, least) in &e.query {
+        let schema = match (*name, *least) {
+            ("token", _) => string(),
+            (_, 0) => integer(),
+            (_, least) => ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(least as f64)).into(),
         };
         op = op.parameter(param(name, ParameterIn::Query, Required::False, schema).description(Some(*what)));
     }
@@ -520,11 +526,17 @@ pub fn unmatched(method: &warp::http::Method, path: &str) -> Response {
     let table = TABLE
         .get_or_init(|| endpoints().iter().map(|e| (e.path.split('/').collect(), method_name(&e.method))).collect());
     let segments: Vec<&str> = path.split('/').collect();
-    let fits = |template: &[&str]| {
-        template.len() == segments.len()
-            && template.iter().zip(&segments).all(|(t, s)| t.starts_with('{') && !s.is_empty() || t == s)
+    // How many segments of `path` a template names literally, if it matches at all: a path
+    // matches its most literal templates only (`/v1/friends/requests` is not
+    // `/v1/friends/{user_id}`).
+    let literal = |template: &[&str]| {
+        let fits = template.len() == segments.len()
+            && template.iter().zip(&segments).all(|(t, s)| t.starts_with('{') && !s.is_empty() || t == s);
+        fits.then(|| template.iter().filter(|t| !t.starts_with('{')).count())
     };
-    let allowed: Vec<&str> = table.iter().filter(|(t, _)| fits(t)).map(|(_, m)| *m).collect();
+    let best = table.iter().filter_map(|(t, _)| literal(t)).max();
+    let allowed: Vec<&str> =
+        table.iter().filter(|(t, _)| best.is_some() && literal(t) == best).map(|(_, m)| *m).collect();
     let asked = method.as_str().to_ascii_lowercase();
     if allowed.is_empty() || allowed.contains(&asked.as_str()) {
         return crate::ApiError::not_found("no such route").into_response();
