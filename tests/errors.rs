@@ -8,27 +8,40 @@ use serde_json::json;
 use support::*;
 
 #[tokio::test]
-async fn unknown_routes_and_wrong_methods_are_not_found() {
+async fn unknown_routes_are_not_found_and_wrong_methods_not_allowed() {
     let api = shared().api();
     let u = api.user("route").await;
     let t = Some(u.token.as_str());
-    for (method, path) in [
-        ("GET", "/nope"),
-        ("GET", "/v1/nope"),
-        ("GET", "/v1/users"),
-        ("PATCH", "/v1/me"),
-        ("DELETE", "/v1/me"),
-        ("PUT", "/v1/sessions"),
-        ("DELETE", &format!("/v1/users/{}", u.id) as &str),
-        ("GET", "/v1/friends/requests/x/accept"),
-        ("PUT", "/v1/conversations"),
-        ("POST", "/healthz"),
-        ("GET", "/v1/sessions/current/extra"),
-    ] {
+    let json_error = |r: &Resp, what: &str| {
+        let ct = r.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+        assert!(ct.starts_with("application/json"), "{what}: content-type {ct:?}");
+    };
+    for (method, path) in [("GET", "/nope"), ("GET", "/v1/nope"), ("GET", "/v1/sessions/current/extra")] {
         let r = api.call(method, path, t, None).await;
         r.err(404, "not_found");
-        let ct = r.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
-        assert!(ct.starts_with("application/json"), "{method} {path}: content-type {ct:?}");
+        json_error(&r, &format!("{method} {path}"));
+    }
+    // A known path with another method: 405 with the methods it takes in `Allow`.
+    let me = format!("/v1/users/{}", u.id);
+    for (method, path, allow) in [
+        ("GET", "/v1/users", "POST"),
+        ("PATCH", "/v1/me", "GET"),
+        ("DELETE", "/v1/me", "GET"),
+        ("PUT", "/v1/sessions", "GET, POST"),
+        ("DELETE", me.as_str(), "GET"),
+        ("GET", "/v1/friends/requests/x/accept", "POST"),
+        ("PUT", "/v1/conversations", "GET"),
+        ("POST", "/healthz", "GET"),
+        // A literal segment beats a parameter: not `DELETE /v1/friends/{user_id}`'s.
+        ("PUT", "/v1/friends/requests", "GET, POST"),
+    ] {
+        let r = api.call(method, path, t, None).await;
+        r.err(405, "invalid_request");
+        json_error(&r, &format!("{method} {path}"));
+        let got = r.headers.get("allow").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let mut got: Vec<&str> = got.split(", ").collect();
+        got.sort_unstable();
+        assert_eq!(got.join(", "), allow, "{method} {path}: Allow");
     }
     // Without a token too, outside /v1.
     api.get("/definitely/not/here", None).await.err(404, "not_found");

@@ -182,3 +182,48 @@ async fn journal_and_verify() {
     let r = api.get(&format!("/v1/admin/journal?from={}&limit=5", last + 1_000_000), Some(admin)).await;
     assert_eq!(r.ok(200)["entries"], json!([]));
 }
+
+/// `GET /v1/openapi.json` and `GET /v1/ws.schema.json` need no token, and the document
+/// describes this server: every documented operation is routed (none gets the router's "no
+/// such route"), and what each answers without a token is a status the document lists for it.
+#[tokio::test]
+async fn the_contract_documents_are_public_and_describe_this_server() {
+    let api = shared().api();
+    let doc = api.get("/v1/openapi.json", None).await.ok(200).clone();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let ws = api.get("/v1/ws.schema.json", None).await.ok(200).clone();
+    assert!(ws["$defs"]["ClientFrame"].is_object() && ws["$defs"]["ServerFrame"].is_object(), "{ws}");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() > 30, "{} paths", paths.len());
+    for (template, item) in paths {
+        for (method, op) in item.as_object().expect("path item") {
+            let ints: Vec<&str> = op["parameters"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .filter(|p| p["in"] == "path" && p["schema"]["type"] == "integer")
+                        .filter_map(|p| p["name"].as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let path: Vec<String> = template
+                .split('/')
+                .map(|seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) if ints.contains(&name) => "1".to_owned(),
+                    Some(_) => "zz_nobody".to_owned(),
+                    None => seg.to_owned(),
+                })
+                .collect();
+            let path = path.join("/");
+            let r = api.call(&method.to_uppercase(), &path, None, None).await;
+            let unrouted = r.status == 404 && r.json["error"]["message"] == "no such route";
+            assert!(!unrouted, "{method} {template} is documented but not routed");
+            assert!(
+                op["responses"].get(r.status.to_string()).is_some(),
+                "{method} {path} answered {} ({}), which its document does not list",
+                r.status,
+                r.text
+            );
+        }
+    }
+}

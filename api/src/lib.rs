@@ -20,6 +20,8 @@
 //! - [`cors`]: `--cors-origin`: preflights, CORS headers on answers, the WebSocket's origin check.
 //! - [`bodies`]: the write routes' JSON bodies, decoded and checked before any state is read.
 //! - [`http`]: request context, bodies, JSON parsing, responses with `Parley-Cursor`.
+//! - [`openapi`]: the OpenAPI 3.1 document (`GET /v1/openapi.json`) and the WebSocket frames'
+//!   JSON Schema (`GET /v1/ws.schema.json`), generated from the wire types.
 //! - [`error`]: the API error type and its mapping to status and code.
 //! - [`fail_stop`]: a node that finds its stored data corrupt (at start, or on a read) stops.
 //! - [`metrics`]: Prometheus text.
@@ -35,6 +37,7 @@ pub mod ip_limits;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -40,9 +40,11 @@ pub struct RegisterBody {
     /// `^[a-z0-9_]{3,32}$`, immutable.
     #[schema(pattern = "^[a-z0-9_]{3,32}$")]
     pub user_id: String,
-    /// 8 to 1024 bytes.
+    /// 8 to 1024 bytes (the schema says 256 characters: at most 1024 bytes of UTF-8).
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
     /// 1 to 128 characters; the user id when absent.
+    #[schema(min_length = 1, max_length = 128)]
     pub display_name: Option<String>,
 }
 
@@ -166,8 +168,10 @@ impl SetPasswordBody {
 pub struct LoginBody {
     #[schema(pattern = "^[a-z0-9_]{3,32}$")]
     pub user_id: String,
+    #[schema(max_length = 256)]
     pub password: String,
     /// A name for the session in the session list (`unknown` when absent or empty).
+    #[schema(max_length = 128)]
     pub device: Option<String>,
 }
 
@@ -194,16 +198,21 @@ impl LoginBody {
 /// `POST /v1/friends/requests`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FriendRequestBody {
+    #[schema(pattern = "^[a-z0-9_]{3,32}$")]
     pub to: String,
+    #[schema(max_length = 512)]
     pub note: Option<String>,
 }
 
 /// `POST /v1/conversations/{cid}/messages`, and a WebSocket `send` frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SendBody {
-    /// The sender's idempotency key: the same one again returns the original message (200).
+    /// The sender's idempotency key, 1 to 128 bytes: the same one again returns the original
+    /// message (200).
+    #[schema(min_length = 1, max_length = 32)]
     pub client_msg_id: String,
-    /// 1 to 16,384 bytes (the node's limit).
+    /// 1 to 16,384 bytes (the node's default limit; the schema says 4,096 characters).
+    #[schema(min_length = 1, max_length = 4096)]
     pub body: String,
     pub reply_to: Option<u64>,
 }
@@ -234,6 +243,8 @@ pub struct ReadBody {
 /// `POST /v1/groups`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreateGroupBody {
+    /// 1 to 128 characters, not blank.
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     pub name: String,
     /// The members besides the caller (the owner).
     #[serde(default)]
@@ -250,6 +261,7 @@ impl CreateGroupBody {
 /// `PATCH /v1/groups/{gid}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UpdateGroupBody {
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     pub name: Option<String>,
     pub mute_all: Option<bool>,
 }
@@ -284,7 +296,7 @@ fn check_member_count<'a>(ids: impl Iterator<Item = &'a String>, already: u64, m
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RoleBody {
     /// `admin` or `member` (an owner is made by a transfer).
-    #[schema(example = "admin")]
+    #[schema(example = "admin", pattern = "^(admin|member)$")]
     pub role: String,
 }
 
@@ -302,6 +314,7 @@ impl RoleBody {
 /// `POST /v1/groups/{gid}/transfer`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TransferBody {
+    #[schema(pattern = "^[a-z0-9_]{3,32}$")]
     pub to: String,
 }
 
@@ -316,6 +329,7 @@ pub struct MuteBody {
 #[serde(deny_unknown_fields)]
 pub struct AddLearnerBody {
     pub node_id: u64,
+    #[schema(pattern = "\\S")]
     pub addr: String,
     /// How long to wait for the learner to catch up (default 60,000, at most 600,000).
     pub wait_ms: Option<u64>,
@@ -335,6 +349,7 @@ impl AddLearnerBody {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddVotersBody {
+    #[schema(min_items = 1)]
     pub node_ids: Vec<u64>,
     pub wait_ms: Option<u64>,
 }
@@ -350,6 +365,7 @@ impl AddVotersBody {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetMembershipBody {
+    #[schema(min_items = 1)]
     pub voters: Vec<u64>,
     /// Voters left out stay as learners (default) or leave the cluster.
     pub retain: Option<bool>,

@@ -43,6 +43,13 @@ pub fn all(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .or(admin_users::routes(s))
         .unify()
         .or(web::routes())
+        .unify()
+        .or(crate::openapi::routes())
+        .unify()
+        // Last: what no route matched (405 with `Allow` for a known path, else 404).
+        .or(warp::method()
+            .and(warp::path::full())
+            .map(|m: warp::http::Method, p: warp::path::FullPath| crate::openapi::unmatched(&m, p.as_str())))
         .unify();
     let api = crate::ip_limits::gate(s).and(routes).recover(crate::error::recover).unify();
     // Preflights first: before the per-IP gates and any authentication (a browser sends no
