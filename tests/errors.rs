@@ -177,3 +177,19 @@ async fn open_endpoints_need_no_token() {
     api.get("/metrics", None).await.ok(200);
     api.get("/v1/cluster", None).await.ok(200);
 }
+
+/// Integer query parameters are integers from 0 to 2^63-1, as the OpenAPI document says: an
+/// empty value or one past int64 is `invalid_request`, not silently ignored or clamped.
+#[tokio::test]
+async fn integer_query_parameters_are_checked_against_the_document() {
+    let server = shared();
+    let api = server.api();
+    let u = api.user("intq").await;
+    for q in ["min_cursor=", "min_cursor=9223372036854775808", "min_cursor=-1", "min_cursor=1.5"] {
+        api.get(&format!("/v1/friends?{q}"), Some(&u.token)).await.err(400, "invalid_request");
+    }
+    api.get("/v1/friends?min_cursor=0", Some(&u.token)).await.ok(200);
+    let admin = server.admin_token.as_str();
+    api.get("/v1/admin/journal?limit=9223372036854775808", Some(admin)).await.err(400, "invalid_request");
+    api.get("/v1/admin/journal?limit=9223372036854775807", Some(admin)).await.ok(200);
+}

@@ -46,12 +46,16 @@ impl Req {
         if self.query_error {
             return Err(ApiError::invalid("malformed query string"));
         }
+        // The document (`/v1/openapi.json`) says int64: a value past it, or an empty one, is as
+        // malformed as a word.
         match self.query.get(name) {
             None => Ok(None),
-            Some(v) if v.is_empty() => Ok(None),
-            Some(v) => {
-                v.parse().map(Some).map_err(|_| ApiError::invalid(format!("{name} must be a non-negative integer")))
-            }
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= i64::MAX as u64)
+                .map(Some)
+                .ok_or_else(|| ApiError::invalid(format!("{name} must be an integer from 0 to 2^63-1"))),
         }
     }
 

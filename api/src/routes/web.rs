@@ -11,6 +11,7 @@
 use warp::filters::BoxedFilter;
 use warp::http::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_FRAME_OPTIONS};
 use warp::http::HeaderValue;
+use warp::reply::Reply;
 use warp::reply::Response;
 use warp::Filter;
 
@@ -51,7 +52,9 @@ pub fn routes() -> BoxedFilter<(Response,)> {
     let app = warp::path!("app" / String).and(warp::get()).and_then(|name: String| async move {
         match ASSETS.iter().find(|a| a.name == name) {
             Some(asset) => Ok(serve(asset)),
-            None => Err(warp::reject::custom(ApiError::not_found("no such file"))),
+            // Answered here, not rejected: a rejection would fall through to the router's
+            // "no such route".
+            None => Ok::<_, warp::Rejection>(ApiError::not_found("no such file").into_response()),
         }
     });
     index.or(app).unify().boxed()
