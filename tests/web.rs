@@ -43,10 +43,13 @@ async fn the_page_and_its_assets_are_served_with_their_types_and_a_strict_policy
 }
 
 #[tokio::test]
-async fn unknown_assets_and_other_methods_are_not_found() {
+async fn unknown_assets_are_not_found_and_other_methods_not_allowed() {
     let api = shared().api();
     for path in ["/app/nope.js", "/app/", "/app/main.js/x", "/app/..%2Fsrc%2Fmain.rs", "/index.html"] {
         api.get(path, None).await.err(404, "not_found");
     }
-    api.call("POST", "/", None, None).await.err(404, "not_found");
+    // A known path with another method: 405 with `Allow`, as everywhere.
+    let r = api.call("POST", "/", None, None).await;
+    r.err(405, "invalid_request");
+    assert_eq!(r.headers.get("allow").and_then(|v| v.to_str().ok()), Some("GET"));
 }
