@@ -115,11 +115,13 @@ async fn answers_and_errors_to_an_allowed_origin_carry_the_cors_headers() {
 }
 
 #[tokio::test]
-async fn without_the_flag_there_are_no_cors_headers_and_options_is_not_found() {
+async fn without_the_flag_there_are_no_cors_headers_and_options_is_not_allowed() {
     let api = shared().api();
     let pre =
         with_headers(&api, "OPTIONS", "/v1/me", &[("origin", APP), ("access-control-request-method", "GET")]).await;
-    pre.err(404, "not_found");
+    // A method the path does not take, as any other: 405 with `Allow`, and nothing of CORS.
+    pre.err(405, "invalid_request");
+    assert_eq!(header(&pre, "allow").as_deref(), Some("GET"));
     let get = with_headers(&api, "GET", "/healthz", &[("origin", APP)]).await;
     get.ok(200);
     for r in [&pre, &get] {
