@@ -211,8 +211,8 @@ async fn requests_that_are_not_websocket_handshakes_are_invalid() {
     );
     let (status, json, text) = raw_http(server.addr, &head, Vec::new()).await;
     assert_eq!((status, &json["error"]["code"]), (401, &json!("unauthorized")), "{text}");
-    // Other methods are no route, as before.
-    api.call("POST", "/v1/ws", Some(&u.token), None).await.err(404, "not_found");
+    // Other methods: 405 with `Allow`, as on any known path.
+    api.call("POST", "/v1/ws", Some(&u.token), None).await.err(405, "invalid_request");
 }
 
 /// The handshake answered by hand (RFC 6455's example key), then a frame declaring more than
