@@ -284,6 +284,11 @@ pub async fn respond(state: Arc<AppState>, fut: impl Future<Output = Result<Resp
 }
 
 impl AppState {
+    /// The node's admin token, as `Authorization: Bearer` or `X-Admin-Token` (constant time).
+    pub fn admin(&self, r: &Req) -> Result<(), ApiError> {
+        self.auth.authenticate_admin(r.bearer().or_else(|| r.header("x-admin-token")))
+    }
+
     /// The authenticated user of a request.
     pub async fn user(&self, r: &Req) -> Result<AuthUser, ApiError> {
         self.authenticate_token(r.bearer()).await

@@ -53,7 +53,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(gated_body(s, ADMIN_BODY_LIMIT, admin_gate))
+        .and(gated_body(s, ADMIN_BODY_LIMIT, AppState::admin))
         .then(|s: Arc<AppState>, r: Req, b| async move {
             respond(s.clone(), admin(s, r, Method::POST, "/v1/admin/cluster/learners".into(), b, Op::Learner)).await
         });
@@ -61,7 +61,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(s))
         .and(req())
-        .and(gated_body(s, ADMIN_BODY_LIMIT, admin_gate))
+        .and(gated_body(s, ADMIN_BODY_LIMIT, AppState::admin))
         .then(|s: Arc<AppState>, r: Req, b| async move {
             respond(s.clone(), admin(s, r, Method::POST, "/v1/admin/cluster/voters".into(), b, Op::Voters)).await
         });
@@ -69,7 +69,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::put())
         .and(with(s))
         .and(req())
-        .and(gated_body(s, ADMIN_BODY_LIMIT, admin_gate))
+        .and(gated_body(s, ADMIN_BODY_LIMIT, AppState::admin))
         .then(|s: Arc<AppState>, r: Req, b| async move {
             respond(s.clone(), admin(s, r, Method::PUT, "/v1/admin/cluster/membership".into(), b, Op::Membership)).await
         });
@@ -81,12 +81,6 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
             },
         );
     learners.or(voters).unify().or(membership).unify().or(remove).unify().boxed()
-}
-
-/// The admin token, checked before a body is read (and again by [`admin`], for the routes
-/// without one).
-fn admin_gate(s: &AppState, r: &Req) -> Result<(), ApiError> {
-    s.auth.authenticate_admin(r.bearer().or_else(|| r.header("x-admin-token")))
 }
 
 #[derive(Clone, Copy)]
@@ -113,7 +107,7 @@ async fn admin(
     b: Result<Bytes, ApiError>,
     op: Op,
 ) -> Result<Response, ApiError> {
-    s.auth.authenticate_admin(r.bearer().or_else(|| r.header("x-admin-token")))?;
+    s.admin(&r)?;
     let raw = b?;
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
     loop {

@@ -98,7 +98,7 @@ pub fn routes(s: &Arc<AppState>) -> BoxedFilter<(Response,)> {
 
 /// The admin token (as `Authorization: Bearer` or `X-Admin-Token`), and a node that serves.
 fn admin(s: &AppState, r: &Req) -> Result<(), ApiError> {
-    s.auth.authenticate_admin(r.bearer().or_else(|| r.header("x-admin-token")))?;
+    s.admin(r)?;
     s.serving()
 }
 

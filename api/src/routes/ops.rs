@@ -129,12 +129,8 @@ async fn cluster(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
     Ok(json_reply(StatusCode::OK, &cluster_json(&s)))
 }
 
-fn admin(s: &AppState, r: &Req) -> Result<(), ApiError> {
-    s.auth.authenticate_admin(r.bearer().or_else(|| r.header("x-admin-token")))
-}
-
 async fn journal(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
-    admin(&s, &r)?;
+    s.admin(&r)?;
     s.read_gate(&r).await?;
     let from = r.u64_param("from")?.unwrap_or(1);
     let limit = r.u64_param("limit")?.unwrap_or(JOURNAL_DEFAULT_LIMIT).clamp(1, JOURNAL_MAX_LIMIT);
@@ -143,7 +139,7 @@ async fn journal(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
 }
 
 async fn verify(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
-    admin(&s, &r)?;
+    s.admin(&r)?;
     s.read_gate(&r).await?;
     let store = s.store.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -185,7 +181,7 @@ async fn verify(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
 }
 
 async fn digest(s: Arc<AppState>, r: Req) -> Result<Response, ApiError> {
-    admin(&s, &r)?;
+    s.admin(&r)?;
     s.read_gate(&r).await?;
     let store = s.store.clone();
     let (cursor, digest) = tokio::task::spawn_blocking(move || {
